@@ -1,0 +1,220 @@
+"""Packing tokenised documents into fixed-size training blocks, with a cache and a fixed split.
+
+What it is: the step between a document stream (:func:`diffutron.data.iter_documents`) and the
+training loop. Documents are tokenised without ``<bos>``/``<eos>``, concatenated with one
+``<eos>`` after each document, and cut into blocks of exactly ``block_size`` tokens, so no
+position is padding and the model learns where documents end.
+
+How to use it::
+
+    from diffutron.data import DataReport, build_blocks, iter_documents, train_val_split
+
+    report = DataReport()
+    blocks = build_blocks(iter_documents("embedded", report), tokenizer, block_size=128,
+                          cache_path=Path("cache/ataturk-tok16k-128.npy"))
+    train_idx, val_idx = train_val_split(len(blocks), val_fraction=0.05, seed=0)
+    train, val = blocks[train_idx], blocks[val_idx]
+
+What it does not know: whether a cache file still matches the corpus and tokenizer — the cache is
+keyed by its path only, so put the corpus, tokenizer and block size into the file name (or delete
+the file) when any of them changes. A block may span two documents; attention across the
+``<eos>`` boundary is not masked here. The tail shorter than one block is dropped (its length is
+reported), and an empty document contributes nothing, not even an ``<eos>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+__all__ = ["Packer", "build_blocks", "pack_token_stream", "train_val_split"]
+
+logger = logging.getLogger(__name__)
+
+
+class Packer:
+    """Iterator over blocks of exactly ``block_size`` token ids packed from ``docs_token_ids``.
+
+    After the iterator is exhausted, ``dropped_tail_tokens`` holds the number of tokens (the last
+    ``<eos>`` included) left over in the final partial block, which is not yielded.
+    ``documents`` and ``tokens`` count what went in (``tokens`` includes the ``<eos>`` ids).
+    """
+
+    def __init__(self, docs_token_ids: Iterable[list[int]], block_size: int, eos_id: int) -> None:
+        if block_size < 1:
+            raise ValueError(f"block_size must be positive, got {block_size}")
+        self.block_size = block_size
+        self.eos_id = eos_id
+        self.documents = 0
+        self.tokens = 0
+        self.blocks = 0
+        self.dropped_tail_tokens = 0
+        self.finished = False
+        self._it = self._pack(iter(docs_token_ids))
+
+    def __iter__(self) -> Packer:
+        return self
+
+    def __next__(self) -> list[int]:
+        return next(self._it)
+
+    def _pack(self, docs: Iterator[list[int]]) -> Iterator[list[int]]:
+        bs = self.block_size
+        buf: list[int] = []
+        for ids in docs:
+            if not ids:
+                continue
+            buf.extend(ids)
+            buf.append(self.eos_id)
+            self.documents += 1
+            self.tokens += len(ids) + 1
+            # Walk an offset and trim once per document: deleting from the front per block would
+            # be quadratic for a document much longer than a block.
+            start = 0
+            while len(buf) - start >= bs:
+                yield buf[start : start + bs]
+                self.blocks += 1
+                start += bs
+            del buf[:start]
+        self.dropped_tail_tokens = len(buf)
+        self.finished = True
+
+
+def pack_token_stream(docs_token_ids: Iterable[list[int]], block_size: int, eos_id: int) -> Packer:
+    """Pack documents (lists of token ids) into full blocks; see :class:`Packer`.
+
+    Returns a :class:`Packer`, which is an ``Iterator[list[int]]``; keep a reference to it to read
+    ``dropped_tail_tokens`` once it is exhausted.
+    """
+    return Packer(docs_token_ids, block_size, eos_id)
+
+
+def _batched(items: Iterable[str], n: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _load_cache(path: Path, block_size: int) -> np.ndarray:
+    arr = np.load(path)
+    if arr.ndim != 2 or arr.shape[1] != block_size or arr.dtype != np.int32:
+        raise ValueError(
+            f"cache {path} holds {arr.dtype} blocks of shape {arr.shape}, not int32 [n, {block_size}]; "
+            "delete it or choose another cache_path"
+        )
+    return arr
+
+
+def _save_atomic(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename: an interrupted run must never leave a truncated .npy
+    # that the next run would happily load. The pid keeps concurrent writers apart.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:  # a file handle, so np.save does not append ".npy" to tmp
+            np.save(fh, arr)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def build_blocks(
+    documents: Iterable[str],
+    tokenizer: Any,
+    block_size: int,
+    cache_path: Path | None = None,
+    batch_docs: int = 256,
+    *,
+    progress: bool = True,
+) -> np.ndarray:
+    """Tokenise ``documents`` and pack them into an int32 array of shape ``[n_blocks, block_size]``.
+
+    ``tokenizer`` is a ``transformers`` tokenizer (a fast one tokenises each batch of
+    ``batch_docs`` documents in parallel) with an ``eos_token_id``. With ``cache_path``, an
+    existing file is loaded instead (``documents`` is then not read at all) and a new result is
+    written there atomically. Returns an array with 0 rows if the corpus is shorter than a block.
+    """
+    if cache_path is not None:
+        cache_path = Path(cache_path)
+        if cache_path.exists():
+            logger.info("loading cached blocks from %s", cache_path)
+            return _load_cache(cache_path, block_size)
+    eos_id = getattr(tokenizer, "eos_token_id", None)
+    if eos_id is None:
+        raise ValueError("the tokenizer has no eos token; packing needs one to mark document ends")
+    if batch_docs < 1:
+        raise ValueError(f"batch_docs must be positive, got {batch_docs}")
+
+    def token_ids() -> Iterator[list[int]]:
+        bar = tqdm(documents, desc="tokenising", unit="doc", disable=not progress)
+        for batch in _batched(bar, batch_docs):
+            # verbose=False: documents longer than model_max_length are expected here (they are
+            # cut into blocks), so the "sequence too long" warning would only be noise.
+            enc = tokenizer(
+                batch,
+                add_special_tokens=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,
+            )
+            yield from enc["input_ids"]
+
+    packer = Packer(token_ids(), block_size, eos_id)
+    chunks: list[np.ndarray] = []
+    pending: list[list[int]] = []
+    for block in packer:
+        pending.append(block)
+        if len(pending) >= 4096:  # a Python list of lists costs ~10x the int32 array
+            chunks.append(np.asarray(pending, dtype=np.int32))
+            pending = []
+    if pending:
+        chunks.append(np.asarray(pending, dtype=np.int32))
+    blocks = np.concatenate(chunks) if chunks else np.zeros((0, block_size), dtype=np.int32)
+    logger.info(
+        "packed %d documents / %d tokens into %d blocks of %d; dropped a tail of %d tokens",
+        packer.documents,
+        packer.tokens,
+        len(blocks),
+        block_size,
+        packer.dropped_tail_tokens,
+    )
+    if cache_path is not None:
+        _save_atomic(cache_path, blocks)
+    return blocks
+
+
+def train_val_split(n_blocks: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split block indices ``0..n_blocks-1`` into sorted (train, validation) index arrays.
+
+    The same ``(n_blocks, val_fraction, seed)`` gives the same split on every run and machine
+    (``numpy.random.default_rng``, PCG64; numpy has kept that stream unchanged so far but does not
+    promise it forever, so store the indices with a run if they must outlive a numpy upgrade).
+    With ``n_blocks >= 2`` and ``val_fraction > 0`` there is at least one validation block and at
+    least one training block, however small the fraction; ``val_fraction == 0`` gives an empty
+    validation set, and a single block always goes to training.
+    """
+    if n_blocks < 0:
+        raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = round(n_blocks * val_fraction)
+    if n_blocks < 2:
+        n_val = 0  # a single block must be trained on; there is nothing to hold out
+    elif val_fraction > 0:
+        n_val = min(max(n_val, 1), n_blocks - 1)
+    perm = np.random.default_rng(seed).permutation(n_blocks)
+    # Sorted so reading the blocks (possibly memory-mapped) walks the array forwards.
+    return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)

@@ -1,0 +1,157 @@
+"""The masked-diffusion training loss (continuous-time MDLM ELBO) with the head only at masked positions.
+
+NELBO(x0) = E_t [ w(t) * sum_{i masked} -log p(x0_i | x_t) ],  w(t) = -alpha'(t) / (1 - alpha(t)).
+
+One call of ``mdlm_loss`` on a batch:
+  1. one t per sequence (stratified over the batch by default);
+  2. mask each maskable token with probability 1 - alpha(t);
+  3. encode the noisy batch; run the output head only on masked rows, in chunks when the
+     [rows x vocab] logits would be large (each chunk re-computed in backward instead of stored);
+  4. cross-entropy with the mask token's logit at -inf (the model never predicts [M], MDLM "SUBS");
+  5. weight by w(t) and normalise: ``token`` = by maskable tokens of the batch (dllm default, an
+     unbiased NELBO per token), ``sequence`` = per row by its maskable count, then mean over rows.
+
+``sparse_head=False`` computes the head on every position and selects afterwards: the naive
+reference path, kept for tests and the throughput benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ..models.heads import MaskedLMParts
+from .masking import T_EPS, mask_tokens, sample_times
+from .schedules import Schedule
+
+NORMALIZATIONS = ("token", "sequence")
+MAX_LOGIT_ELEMENTS = 1 << 25  # 32M floats (128 MB) of logits per chunk before chunking kicks in
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # the scalar to back-propagate
+    nelbo_sum: float  # sum over masked tokens of w(t) * CE (detached)
+    n_maskable: int
+    n_masked: int
+
+
+def _suppressed_ce(head: Callable, hidden: torch.Tensor, targets: torch.Tensor, suppress_id: int | None):
+    logits = head(hidden).float()
+    if suppress_id is not None:
+        logits = logits.index_fill(1, torch.tensor([suppress_id], device=logits.device), float("-inf"))
+    return F.cross_entropy(logits, targets, reduction="none")
+
+
+def head_cross_entropy(
+    head: Callable[[torch.Tensor], torch.Tensor],
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    vocab_size: int,
+    suppress_id: int | None = None,
+    max_logit_elements: int = MAX_LOGIT_ELEMENTS,
+) -> torch.Tensor:
+    """Per-row cross-entropy of ``head(hidden)`` [N, V] against ``targets`` [N], never holding more
+    than ``max_logit_elements`` logits at once in memory for backward."""
+    n = hidden.shape[0]
+    if n * vocab_size <= max_logit_elements:
+        return _suppressed_ce(head, hidden, targets, suppress_id)
+    rows = max(1, max_logit_elements // vocab_size)
+    pieces = []
+    for start in range(0, n, rows):
+        h, y = hidden[start : start + rows], targets[start : start + rows]
+        if torch.is_grad_enabled():
+            pieces.append(checkpoint(_suppressed_ce, head, h, y, suppress_id, use_reentrant=False))
+        else:
+            pieces.append(_suppressed_ce(head, h, y, suppress_id))
+    return torch.cat(pieces)
+
+
+def weighted_masked_nll(
+    parts: MaskedLMParts,
+    input_ids: torch.Tensor,
+    noisy_ids: torch.Tensor,
+    masked: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    weights: torch.Tensor,
+    *,
+    suppress_id: int | None,
+    sparse_head: bool = True,
+    max_logit_elements: int = MAX_LOGIT_ELEMENTS,
+) -> torch.Tensor:
+    """[B, L] tensor of weight_b * CE at masked positions (0 elsewhere). Shared by the loss and
+    the likelihood estimators so all of them score exactly the same way."""
+    hidden = parts.encode(noisy_ids, attention_mask)  # [B, L, H] (or [B, L, V] for the fallback)
+    vocab = parts.inner.config.vocab_size
+    if sparse_head and parts.sparse_head:
+        rows = hidden[masked]  # [N, H]: only masked positions reach the head
+        ce = head_cross_entropy(
+            parts.head,
+            rows,
+            input_ids[masked],
+            vocab_size=vocab,
+            suppress_id=suppress_id,
+            max_logit_elements=max_logit_elements,
+        )
+    else:
+        logits = parts.head(hidden).float()  # [B, L, V]: the naive path
+        if suppress_id is not None:
+            logits[..., suppress_id] = float("-inf")
+        ce = F.cross_entropy(logits[masked], input_ids[masked], reduction="none")
+    out = torch.zeros(masked.shape, dtype=ce.dtype, device=ce.device)
+    row_weights = weights.to(ce.dtype)[:, None].expand_as(masked)[masked]
+    return out.masked_scatter(masked, ce * row_weights)
+
+
+def mdlm_loss(
+    parts: MaskedLMParts,
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    *,
+    schedule: Schedule,
+    mask_id: int,
+    attention_mask: torch.Tensor | None = None,
+    normalization: str = "token",
+    generator: torch.Generator | None = None,
+    t: torch.Tensor | None = None,
+    antithetic: bool = True,
+    eps: float = T_EPS,
+    sparse_head: bool = True,
+    max_logit_elements: int = MAX_LOGIT_ELEMENTS,
+) -> LossOutput:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    batch = input_ids.shape[0]
+    if t is None:
+        t = sample_times(batch, eps=eps, antithetic=antithetic, generator=generator, device=input_ids.device)
+    noisy, masked = mask_tokens(input_ids, maskable, t, schedule, mask_id, generator=generator)
+    weights = schedule.weight(t.float())
+    nll = weighted_masked_nll(
+        parts,
+        input_ids,
+        noisy,
+        masked,
+        attention_mask,
+        weights,
+        suppress_id=mask_id,
+        sparse_head=sparse_head,
+        max_logit_elements=max_logit_elements,
+    )  # [B, L]
+    per_row = nll.sum(dim=1)
+    maskable_per_row = maskable.sum(dim=1)
+    if normalization == "token":
+        loss = per_row.sum() / maskable_per_row.sum().clamp(min=1)
+    else:
+        has = maskable_per_row > 0
+        loss = (per_row[has] / maskable_per_row[has]).sum() / has.sum().clamp(min=1)
+    return LossOutput(
+        loss=loss,
+        nelbo_sum=float(per_row.detach().sum()),
+        n_maskable=int(maskable_per_row.sum()),
+        n_masked=int(masked.sum()),
+    )

@@ -1,0 +1,160 @@
+"""The checkpoint format: a standard ``transformers`` model folder plus the diffusion settings.
+
+    save_checkpoint(out_dir, model, tokenizer, settings)   # safetensors + tokenizer + diffusion_config.json
+    loaded = load_checkpoint("path/or/hub-id")              # -> Loaded(model, tokenizer, settings)
+
+A folder written here loads with ``AutoModelForMaskedLM.from_pretrained`` and
+``AutoTokenizer.from_pretrained`` as well. ``load_checkpoint`` also takes any masked LM from the hub
+(``jhu-clsp/mmBERT-base``, ``diffutron/DiffutronLM-0.3B-Instruct``): a missing mask or pad token is
+added (and the embeddings resized), and missing diffusion settings fall back to the defaults
+(linear schedule, the recipe's choice) with a note. The schedule saved here is the one training used,
+and the one sampling and likelihood evaluation will use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
+
+from ..diffusion.schedules import Schedule, get_schedule
+from ..io import atomic_dir, atomic_write_json
+
+log = logging.getLogger(__name__)
+SETTINGS_FILE = "diffusion_config.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DiffusionSettings:
+    """What a sampler or evaluator must know beyond the transformer: how the model was noised."""
+
+    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "linear"})
+    mask_token_id: int | None = None
+    normalization: str = "token"
+    t_eps: float = 1e-3
+    format_version: int = FORMAT_VERSION
+
+    def make_schedule(self) -> Schedule:
+        return get_schedule(dict(self.schedule))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiffusionSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            log.warning(
+                "ignoring unknown diffusion settings %s (written by a newer version?)", sorted(unknown)
+            )
+        version = data.get("format_version", 0)
+        if version < FORMAT_VERSION:
+            log.warning("upgrading diffusion settings from format %s to %s", version, FORMAT_VERSION)
+        return cls(**{k: v for k, v in data.items() if k in known and k != "format_version"})
+
+
+@dataclass
+class Loaded:
+    model: PreTrainedModel
+    tokenizer: Any
+    settings: DiffusionSettings
+    source: str = ""
+
+    @property
+    def mask_id(self) -> int:
+        return int(self.settings.mask_token_id)
+
+
+def save_checkpoint(
+    out_dir: str | Path,
+    model: PreTrainedModel,
+    tokenizer,
+    settings: DiffusionSettings,
+    extra_files: dict[str, Any] | None = None,
+) -> Path:
+    """Write model (safetensors), tokenizer and settings to ``out_dir`` atomically."""
+    if hasattr(model, "merge_and_unload"):
+        raise ValueError(
+            "save_checkpoint expects a plain model: merge LoRA adapters first (models.lora.merge_lora)"
+        )
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / SETTINGS_FILE, asdict(settings))
+        for name, data in (extra_files or {}).items():
+            atomic_write_json(tmp / name, data)
+    return out_dir
+
+
+def _ensure_tokens(model: PreTrainedModel, tokenizer) -> list[str]:
+    from ..text.tokenizer import ensure_special_tokens
+
+    n_model = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > n_model and not _is_added_only(tokenizer, n_model):
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary holds {n_model}: "
+            "they come from different models (pass the tokenizer that was trained with this model)"
+        )
+    added = ensure_special_tokens(tokenizer)
+    if len(tokenizer) > n_model:
+        model.resize_token_embeddings(len(tokenizer))
+        log.warning("added %s to the tokenizer and resized the embeddings to %d", added, len(tokenizer))
+    return added
+
+
+def _is_added_only(tokenizer, n_model: int) -> bool:
+    # A vocabulary larger than the model is fine only if the excess are tokens added on top (resizable).
+    base = getattr(tokenizer, "vocab_size", len(tokenizer))
+    return base <= n_model
+
+
+def load_checkpoint(
+    name_or_path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    revision: str | None = None,
+) -> Loaded:
+    """Load any masked LM (local folder or hub id) with its tokenizer and diffusion settings."""
+    src = str(name_or_path)
+    local = Path(src)
+    if local.exists() and not (local / "config.json").exists():
+        raise FileNotFoundError(f"{local} has no config.json: not a model folder (did training finish?)")
+    tokenizer = AutoTokenizer.from_pretrained(src, revision=revision)
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(src, revision=revision, dtype=dtype)
+    except ValueError as exc:
+        raise ValueError(f"{src} does not hold a masked language model usable for diffusion: {exc}") from exc
+    _ensure_tokens(model, tokenizer)
+    settings_path = local / SETTINGS_FILE if local.exists() else None
+    if settings_path is not None and settings_path.exists():
+        settings = DiffusionSettings.from_dict(json.loads(settings_path.read_text(encoding="utf-8")))
+    else:
+        settings = _hub_settings(src, revision)
+    if settings.mask_token_id is None:
+        settings.mask_token_id = tokenizer.mask_token_id
+    if settings.mask_token_id != tokenizer.mask_token_id:
+        raise ValueError(
+            f"{src}: diffusion settings say mask id {settings.mask_token_id}, tokenizer says "
+            f"{tokenizer.mask_token_id}: the tokenizer does not belong to this checkpoint"
+        )
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return Loaded(model=model, tokenizer=tokenizer, settings=settings, source=src)
+
+
+def _hub_settings(src: str, revision: str | None) -> DiffusionSettings:
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(src, SETTINGS_FILE, revision=revision)
+        return DiffusionSettings.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    except Exception:  # noqa: BLE001 - any hub/offline failure means "no settings file": use defaults
+        log.info("%s has no %s; using the default diffusion settings (linear schedule)", src, SETTINGS_FILE)
+        return DiffusionSettings()

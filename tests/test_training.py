@@ -1,0 +1,184 @@
+import json
+
+import pytest
+import torch
+from conftest import MICRO
+from safetensors.torch import load_file
+
+from diffutron.config import (
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    TokenizerConfig,
+    TrainingConfig,
+    from_dict,
+    load_config,
+)
+from diffutron.training import latest_checkpoint, train
+from diffutron.training import loop as loop_module
+
+
+def _corpus_file(tmp_path, texts):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
+    return path
+
+
+def _cfg(corpus, **training) -> RunConfig:
+    from diffutron.config import ModelConfig
+
+    t = dict(
+        max_steps=8,
+        batch_size=4,
+        lr=2e-3,
+        warmup_steps=2,
+        eval_every=0,
+        eval_blocks=8,
+        eval_t_samples=2,
+        save_every=3,
+        keep_last=2,
+        log_every=1,
+        seed=0,
+    )
+    t.update(training)
+    return RunConfig(
+        model=ModelConfig(preset="tiny", overrides=dict(MICRO)),
+        tokenizer=TokenizerConfig(vocab_size=500),
+        data=DataConfig(sources=[str(corpus)], block_size=32, val_fraction=0.1),
+        training=TrainingConfig(**t),
+    )
+
+
+def test_resume_after_a_crash_ends_bit_identical_to_an_uninterrupted_run(tmp_path, tr_corpus, monkeypatch):
+    corpus = _corpus_file(tmp_path, tr_corpus[:10])
+    full = train(_cfg(corpus), tmp_path / "full", progress=False)
+
+    real_loss, calls = loop_module.mdlm_loss, {"n": 0}
+
+    def crashing_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # dies in step 6, after the checkpoint of step 3
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "mdlm_loss", crashing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(corpus), tmp_path / "crash", progress=False)
+    monkeypatch.setattr(loop_module, "mdlm_loss", real_loss)
+    assert latest_checkpoint(tmp_path / "crash" / "checkpoints").name == "step-000003"
+    resumed = train(_cfg(corpus), tmp_path / "crash", resume=True, progress=False)
+    assert resumed.state.step == full.state.step == 8
+    a = load_file(full.model_dir / "model.safetensors")
+    b = load_file(resumed.model_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # and the metrics log has each step once
+    steps = [
+        json.loads(x)["step"]
+        for x in (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(x)["kind"] == "train"
+    ]
+    assert steps == list(range(1, 9))
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, tr_corpus, monkeypatch):
+    corpus = _corpus_file(tmp_path, tr_corpus[:6])
+    from accelerate import Accelerator
+
+    real_save, calls = Accelerator.save_state, {"n": 0}
+
+    def failing_save(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", failing_save)
+    with pytest.raises(OSError):
+        train(_cfg(corpus), tmp_path / "run", progress=False)
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert ckpts == ["step-000003"]
+    monkeypatch.setattr(Accelerator, "save_state", real_save)
+    done = train(_cfg(corpus), tmp_path / "run", resume=True, progress=False)
+    assert done.state.step == 8
+
+
+def test_starting_over_an_existing_run_without_resume_is_refused(tmp_path, tr_corpus):
+    corpus = _corpus_file(tmp_path, tr_corpus[:6])
+    train(_cfg(corpus, max_steps=3), tmp_path / "run", progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_cfg(corpus, max_steps=3), tmp_path / "run", progress=False)
+
+
+def test_resuming_with_another_model_shape_is_refused(tmp_path, tr_corpus):
+    corpus = _corpus_file(tmp_path, tr_corpus[:6])
+    train(_cfg(corpus, max_steps=3), tmp_path / "run", progress=False)
+    other = _cfg(corpus, max_steps=6)
+    other.model.overrides["hidden_size"] = 96
+    with pytest.raises(ValueError, match="another model"):
+        train(other, tmp_path / "run", resume=True, progress=False)
+
+
+def test_a_tiny_model_learns_turkish_text(tmp_path, tr_corpus):
+    corpus = _corpus_file(tmp_path, tr_corpus[:12])
+    cfg = _cfg(
+        corpus,
+        max_steps=200,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=10,
+        eval_every=0,
+        save_every=0,
+        eval_blocks=16,
+        eval_t_samples=4,
+        log_every=1,
+    )
+    r = train(cfg, tmp_path / "learn", progress=False)
+    start, end = r.summary["val_elbo_ppl_start"], r.summary["val_elbo_ppl"]
+    assert end < 0.4 * start, (start, end)
+    rows = [json.loads(x) for x in (tmp_path / "learn" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert sum(losses[-20:]) / 20 < sum(losses[:5]) / 5 - 0.5
+    # every parameter tensor moved away from its initial value (a 0-step run saves the initial model)
+    init = load_file(
+        train(_cfg(corpus, max_steps=0), tmp_path / "init", progress=False).model_dir / "model.safetensors"
+    )
+    final = load_file(r.model_dir / "model.safetensors")
+    assert init.keys() == final.keys()
+    for name, p in init.items():
+        assert not torch.equal(final[name], p), f"{name} did not change"
+    assert (tmp_path / "learn" / "loss.png").stat().st_size > 5000
+
+
+def test_lora_training_changes_only_adapters_and_saves_a_merged_model(tmp_path, tr_corpus):
+    corpus = _corpus_file(tmp_path, tr_corpus[:6])
+    cfg = _cfg(corpus, max_steps=3, save_every=0)
+    cfg.lora.enabled, cfg.lora.r, cfg.lora.alpha = True, 4, 8
+    r = train(cfg, tmp_path / "lora", progress=False)
+    assert 0 < r.summary["trainable_share"] < 0.5
+    weights = load_file(r.model_dir / "model.safetensors")
+    assert not any("lora" in k for k in weights)
+
+
+def test_unknown_and_mistyped_config_keys_are_rejected_by_name(tmp_path):
+    with pytest.raises(ConfigError, match="training.lrr"):
+        from_dict(RunConfig, {"training": {"lrr": 1}})
+    with pytest.raises(ConfigError, match="training.lr"):
+        from_dict(RunConfig, {"training": {"lr": "fast"}})
+    with pytest.raises(ConfigError, match="data.block_size"):
+        from_dict(RunConfig, {"data": {"block_size": 1.5}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  preset: tiny\nlora:\n  rank: 8\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*lora.rank"):
+        load_config(bad)
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.yaml"))
+    assert files
+    for f in files:
+        load_config(f)
