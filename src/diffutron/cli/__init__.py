@@ -1,0 +1,40 @@
+"""The ``diffutron`` command: parses arguments and calls recipes; no logic of its own.
+
+Each command group lives in its own module with an ``add_parsers(subparsers)`` function:
+``train.py`` (quickstart, train), ``generate.py`` (generate). Add a module and list it in COMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS = ["train", "generate"]  # modules under diffutron.cli, in help order
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffutron", description="Masked diffusion language models for Turkish.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        print(f"diffutron: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
