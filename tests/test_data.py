@@ -384,6 +384,9 @@ def test_build_blocks_writes_a_cache_and_reuses_it_without_reading_documents(tok
 
     again = build_blocks(must_not_be_read(), tokenizer, block_size=8, cache_path=cache, progress=False)
     np.testing.assert_array_equal(first, again)
+    in_memory = build_blocks([S1, S2] * 10, tokenizer, block_size=8, progress=False)
+    np.testing.assert_array_equal(first, in_memory)  # streamed-to-disk and in-memory packing agree
+    assert isinstance(again, np.memmap)  # the cache is mapped, not read into memory
     with pytest.raises(ValueError, match="block"):
         build_blocks([], tokenizer, block_size=16, cache_path=cache, progress=False)
 

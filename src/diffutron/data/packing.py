@@ -107,28 +107,13 @@ def _batched(items: Iterable[str], n: int) -> Iterator[list[str]]:
 
 
 def _load_cache(path: Path, block_size: int) -> np.ndarray:
-    arr = np.load(path)
+    arr = np.load(path, mmap_mode="r")  # memory-mapped: a corpus of any size costs no RAM
     if arr.ndim != 2 or arr.shape[1] != block_size or arr.dtype != np.int32:
         raise ValueError(
             f"cache {path} holds {arr.dtype} blocks of shape {arr.shape}, not int32 [n, {block_size}]; "
             "delete it or choose another cache_path"
         )
     return arr
-
-
-def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename: an interrupted run must never leave a truncated .npy
-    # that the next run would happily load. The pid keeps concurrent writers apart.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:  # a file handle, so np.save does not append ".npy" to tmp
-            np.save(fh, arr)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def build_blocks(
@@ -173,6 +158,22 @@ def build_blocks(
             yield from enc["input_ids"]
 
     packer = Packer(token_ids(), block_size, eos_id)
+    if cache_path is None:
+        blocks = _collect_in_memory(packer, block_size)
+    else:
+        blocks = _stream_to_npy(packer, block_size, cache_path)
+    logger.info(
+        "packed %d documents / %d tokens into %d blocks of %d; dropped a tail of %d tokens",
+        packer.documents,
+        packer.tokens,
+        len(blocks),
+        block_size,
+        packer.dropped_tail_tokens,
+    )
+    return blocks
+
+
+def _collect_in_memory(packer: Packer, block_size: int) -> np.ndarray:
     chunks: list[np.ndarray] = []
     pending: list[list[int]] = []
     for block in packer:
@@ -182,18 +183,40 @@ def build_blocks(
             pending = []
     if pending:
         chunks.append(np.asarray(pending, dtype=np.int32))
-    blocks = np.concatenate(chunks) if chunks else np.zeros((0, block_size), dtype=np.int32)
-    logger.info(
-        "packed %d documents / %d tokens into %d blocks of %d; dropped a tail of %d tokens",
-        packer.documents,
-        packer.tokens,
-        len(blocks),
-        block_size,
-        packer.dropped_tail_tokens,
-    )
-    if cache_path is not None:
-        _save_atomic(cache_path, blocks)
-    return blocks
+    return np.concatenate(chunks) if chunks else np.zeros((0, block_size), dtype=np.int32)
+
+
+def _stream_to_npy(packer: Packer, block_size: int, path: Path) -> np.ndarray:
+    """Write blocks to disk as they come (raw int32), then wrap them in an .npy atomically and map
+    it: memory stays flat however large the corpus is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = path.with_name(f".{path.name}.raw-{os.getpid()}")
+    try:
+        n_rows, pending = 0, []
+        with open(raw, "wb") as fh:
+            for block in packer:
+                pending.append(block)
+                if len(pending) >= 4096:
+                    fh.write(np.asarray(pending, dtype=np.int32).tobytes())
+                    n_rows, pending = n_rows + len(pending), []
+            if pending:
+                fh.write(np.asarray(pending, dtype=np.int32).tobytes())
+                n_rows += len(pending)
+        flat = np.memmap(raw, dtype=np.int32, mode="r", shape=(n_rows, block_size)) if n_rows else None
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(n_rows, block_size))
+            step = max(1, (64 << 20) // (4 * block_size))  # copy 64 MB at a time
+            for start in range(0, n_rows, step):
+                out[start : start + step] = flat[start : start + step]
+            out.flush()
+            del out, flat
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    finally:
+        raw.unlink(missing_ok=True)
+    return np.load(path, mmap_mode="r")
 
 
 def train_val_split(n_blocks: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

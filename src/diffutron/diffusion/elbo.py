@@ -56,9 +56,9 @@ def elbo_perplexity(
     progress: bool = False,
 ) -> ElboResult:
     """NELBO per token of ``blocks`` [N, L] (token ids). ``maskable`` defaults to all positions."""
-    was_training = parts.model.training
-    parts.model.eval()
-    device = next(parts.model.parameters()).device
+    was_training = parts.training
+    parts.eval()
+    device = next(parts.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     if maskable is None:
         maskable = torch.ones_like(blocks, dtype=torch.bool)
@@ -80,7 +80,7 @@ def elbo_perplexity(
         per_seq_nelbo.append(total / t_samples)
         per_seq_tokens.append(mk.sum(dim=1).double().cpu())
     if was_training:
-        parts.model.train()
+        parts.train()
     nelbo = torch.cat(per_seq_nelbo)
     tokens = torch.cat(per_seq_tokens)
     per_token = float(nelbo.sum() / tokens.sum().clamp(min=1))

@@ -40,11 +40,17 @@ class LossOutput:
     n_masked: int
 
 
+def suppressed_logits(logits: torch.Tensor, suppress_id: int | None) -> torch.Tensor:
+    """float32 logits with the mask token's logit at -inf: the model never predicts [M]."""
+    logits = logits.float()
+    if suppress_id is None:
+        return logits
+    index = torch.tensor([suppress_id], device=logits.device)
+    return logits.index_fill(logits.ndim - 1, index, float("-inf"))
+
+
 def _suppressed_ce(head: Callable, hidden: torch.Tensor, targets: torch.Tensor, suppress_id: int | None):
-    logits = head(hidden).float()
-    if suppress_id is not None:
-        logits = logits.index_fill(1, torch.tensor([suppress_id], device=logits.device), float("-inf"))
-    return F.cross_entropy(logits, targets, reduction="none")
+    return F.cross_entropy(suppressed_logits(head(hidden), suppress_id), targets, reduction="none")
 
 
 def head_cross_entropy(
@@ -85,24 +91,17 @@ def weighted_masked_nll(
     max_logit_elements: int = MAX_LOGIT_ELEMENTS,
 ) -> torch.Tensor:
     """[B, L] tensor of weight_b * CE at masked positions (0 elsewhere). Shared by the loss and
-    the likelihood estimators so all of them score exactly the same way."""
-    hidden = parts.encode(noisy_ids, attention_mask)  # [B, L, H] (or [B, L, V] for the fallback)
-    vocab = parts.inner.config.vocab_size
-    if sparse_head and parts.sparse_head:
-        rows = hidden[masked]  # [N, H]: only masked positions reach the head
-        ce = head_cross_entropy(
-            parts.head,
-            rows,
-            input_ids[masked],
-            vocab_size=vocab,
-            suppress_id=suppress_id,
-            max_logit_elements=max_logit_elements,
-        )
-    else:
-        logits = parts.head(hidden).float()  # [B, L, V]: the naive path
-        if suppress_id is not None:
-            logits[..., suppress_id] = float("-inf")
-        ce = F.cross_entropy(logits[masked], input_ids[masked], reduction="none")
+    the likelihood estimators so all of them score exactly the same way. ``parts`` may be wrapped
+    by accelerate (DDP/FSDP): it is only ever called, never looked into."""
+    ce = parts(
+        noisy_ids,
+        attention_mask,
+        masked,
+        input_ids[masked],
+        suppress_id=suppress_id,
+        sparse_head=sparse_head,
+        max_logit_elements=max_logit_elements,
+    )  # [N]
     out = torch.zeros(masked.shape, dtype=ce.dtype, device=ce.device)
     row_weights = weights.to(ce.dtype)[:, None].expand_as(masked)[masked]
     return out.masked_scatter(masked, ce * row_weights)

@@ -6,6 +6,11 @@ logits at masked positions and a sampler only at still-masked ones. ``MaskedLMPa
 
     hidden = parts.encode(input_ids, attention_mask)   # [B, L, H]
     logits = parts.head(hidden[positions])             # [N, V]   only the rows you ask for
+    ce = parts(noisy_ids, attention_mask, masked, targets, suppress_id=mask_id)   # [N] training
+
+``MaskedLMParts`` is an ``nn.Module`` whose ``forward`` returns the cross-entropy at the masked rows:
+training wraps *it* with ``accelerator.prepare`` so DDP/FSDP see the whole computation in one forward
+call (calling sub-modules directly would bypass their gradient-sync and parameter-gather hooks).
 
 Known architectures (ModernBERT, BERT, RoBERTa/XLM-R, DistilBERT) are split exactly. Any other
 masked LM still works through a fallback that runs the full model and returns the logits as the
@@ -33,13 +38,14 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-class MaskedLMParts:
+class MaskedLMParts(nn.Module):
     """Encoder/head view of a masked language model."""
 
     def __init__(self, model: nn.Module):
-        self.model = model
+        super().__init__()
+        self.model = model  # the only registered sub-module: state_dict keys are "model.<hf keys>"
         inner = _unwrap(model)
-        self.inner = inner
+        self.__dict__["inner"] = inner  # plain attributes, not sub-modules (no duplicate parameters)
         kind = getattr(getattr(inner, "config", None), "model_type", "")
         encoder: Callable | None = None
         head: Callable | None = None
@@ -57,7 +63,7 @@ class MaskedLMParts:
                 return inner.vocab_projector(h)
 
         self.sparse_head = encoder is not None and head is not None
-        self._encoder, self._head = encoder, head
+        self.__dict__["_encoder"], self.__dict__["_head"] = encoder, head
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.sparse_head:
@@ -66,6 +72,33 @@ class MaskedLMParts:
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self._head(hidden) if self.sparse_head else hidden
+
+    def forward(
+        self,
+        noisy_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        masked: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        suppress_id: int | None = None,
+        sparse_head: bool = True,
+        max_logit_elements: int | None = None,
+    ) -> torch.Tensor:
+        """Cross-entropy [N] of ``targets`` at the ``masked`` positions [B, L] of the noisy batch."""
+        from ..diffusion.loss import MAX_LOGIT_ELEMENTS, head_cross_entropy, suppressed_logits
+
+        hidden = self.encode(noisy_ids, attention_mask)  # [B, L, H] (or [B, L, V] for the fallback)
+        if sparse_head and self.sparse_head:
+            return head_cross_entropy(
+                self.head,
+                hidden[masked],
+                targets,
+                vocab_size=self.inner.config.vocab_size,
+                suppress_id=suppress_id,
+                max_logit_elements=max_logit_elements or MAX_LOGIT_ELEMENTS,
+            )
+        logits = suppressed_logits(self.head(hidden), suppress_id)  # [B, L, V]: the naive path
+        return torch.nn.functional.cross_entropy(logits[masked], targets, reduction="none")
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Full logits [B, L, V] (the baseline path; use encode + head on a subset where possible)."""
