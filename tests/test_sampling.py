@@ -1,14 +1,28 @@
+"""The sampling engine on a real (randomly initialised) micro ModernBERT: blocks, batching, the sparse
+head, streaming, presets, the text helpers."""
+
 import pytest
 import torch
 
 from diffutron.diffusion import get_schedule
-from diffutron.sampling import GenerationConfig, generate
-from diffutron.sampling.engine import _apply_repetition_penalty, _reveal_counts
+from diffutron.sampling import GenerationConfig, generate, infill, stream
+from diffutron.sampling.commit import reveal_counts
+from diffutron.sampling.proposals import apply_repetition_penalty, tokens_present
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Micro models gain nothing from a second thread, and on a busy machine thread hand-offs cost
+    more than the work: one thread keeps these tests fast and their timing steady."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_reveal_counts_follow_the_schedule_and_sum_to_the_block():
-    assert _reveal_counts(32, 16, get_schedule("linear")) == [2] * 16
-    counts = _reveal_counts(32, 8, get_schedule("cosine"))
+    assert reveal_counts(32, 16, get_schedule("linear")).tolist() == [2] * 16
+    counts = reveal_counts(32, 8, get_schedule("cosine")).tolist()
     assert sum(counts) == 32 and counts[0] < counts[-1]  # cosine reveals slowly first
 
 
@@ -43,11 +57,161 @@ def test_seeds_reproduce_sampled_outputs(micro_model, tokenizer):
 
 def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
     logits = torch.tensor([[2.0, -2.0, 3.0, 1.0]], dtype=torch.float64)
-    canvas = torch.tensor([[0, 1, 3]])  # ids 0 (pad), 1 and 3 present
-    out = _apply_repetition_penalty(logits, torch.tensor([0]), canvas, 2.0, mask_id=2, pad_id=0)
+    canvas = torch.tensor([[1, 3, 2, 0]])  # ids 1 and 3 present, 2 is the mask, 0 is padding
+    present = tokens_present(canvas, torch.tensor([[1, 1, 1, 0]]), mask_id=2, vocab_size=4)
+    assert present.tolist() == [[False, True, False, True]]
+    out = apply_repetition_penalty(logits, present, 2.0)
     assert out.tolist() == [[2.0, -4.0, 3.0, 0.5]]
 
 
 def test_prompt_longer_than_the_context_is_a_clear_error(micro_model, tokenizer):
     with pytest.raises(ValueError, match="context"):
         generate(micro_model, tokenizer, [list(range(5, 300))], GenerationConfig(max_new_tokens=8))
+
+
+def test_batched_equals_one_by_one_for_threshold_early_stop_and_infill(micro_model, tokenizer):
+    model = micro_model.eval()
+    prompts = ["Türkiye", "Denizin kıyısında oturup çayımızı"]
+    for cfg in (
+        GenerationConfig(max_new_tokens=12, steps=12, block_size=4, remasking="threshold", threshold=0.05),
+        GenerationConfig(
+            max_new_tokens=12, steps=6, block_size=6, remasking="margin", repetition_penalty=1.3
+        ),
+    ):
+        together = generate(model, tokenizer, prompts, cfg)
+        for i, p in enumerate(prompts):
+            alone = generate(model, tokenizer, [p], cfg)
+            assert alone.token_ids[0] == together.token_ids[i]
+            assert alone.row_passes[0] == together.row_passes[i]
+    texts = ["Ankara <mask:2> başkentidir.", "Yarın hava [...3], ama akşama doğru yağmur bekleniyor."]
+    together = infill(model, tokenizer, texts, GenerationConfig(steps=8))
+    for i, t in enumerate(texts):
+        assert infill(model, tokenizer, [t], GenerationConfig(steps=8)).texts[0] == together.texts[i]
+
+
+def test_committed_tokens_never_change_and_prompts_are_never_written(micro_model, tokenizer):
+    cfg = GenerationConfig(max_new_tokens=16, steps=8, block_size=8, temperature=1.0, stop_at_eos=False)
+    first: dict[tuple[int, int], int] = {}
+    prompts = ["Merhaba", "Üniversiteyi bitirdikten sonra"]
+    mask = tokenizer.mask_token_id
+    previous = None
+    for event in stream(micro_model.eval(), tokenizer, prompts, cfg):
+        canvas = event.canvas
+        if previous is not None:
+            changed = canvas != previous
+            assert (previous[changed] == mask).all()  # only masks are ever written
+            assert (changed == event.committed).all() or event.done
+        for b, i in event.committed.nonzero().tolist():
+            first.setdefault((b, i), int(canvas[b, i]))
+        for (b, i), tok in first.items():
+            assert int(canvas[b, i]) == tok
+        previous = canvas
+    out = event.output
+    for b, n in enumerate(out.prompt_lengths):
+        assert (out.commit_step[b, :n] == -1).all()
+
+
+def test_output_head_runs_only_on_still_masked_positions_of_the_block(micro_model, tokenizer, monkeypatch):
+    from diffutron.models.heads import MaskedLMParts
+
+    rows: list[int] = []
+    original = MaskedLMParts.head
+    monkeypatch.setattr(MaskedLMParts, "head", lambda self, h: rows.append(h.shape[0]) or original(self, h))
+    cfg = GenerationConfig(max_new_tokens=16, steps=16, block_size=8, stop_at_eos=False)
+    generate(micro_model.eval(), tokenizer, ["Ankara'da hava"], cfg)
+    assert rows == [8, 7, 6, 5, 4, 3, 2, 1] * 2
+
+
+def test_sparse_head_gives_the_same_text_as_full_logits(micro_model, tokenizer, monkeypatch):
+    import diffutron.sampling.engine as engine
+    from diffutron.models.heads import MaskedLMParts
+
+    cfg = GenerationConfig(
+        max_new_tokens=16, steps=16, block_size=8, repetition_penalty=1.2, stop_at_eos=False
+    )
+    sparse = generate(micro_model.eval(), tokenizer, ["Öğretmenimiz bugün"], cfg)
+
+    class Full(MaskedLMParts):
+        def __init__(self, model):
+            super().__init__(model)
+            self.sparse_head = False
+
+    monkeypatch.setattr(engine, "MaskedLMParts", Full)
+    full = generate(micro_model, tokenizer, ["Öğretmenimiz bugün"], cfg)
+    assert full.token_ids == sparse.token_ids
+
+
+def test_presets_match_the_published_settings():
+    from diffutron.sampling import PRESETS, preset
+
+    d = PRESETS["diffutron"]
+    assert (d.steps, d.max_new_tokens, d.block_size, d.temperature, d.repetition_penalty, d.remasking) == (
+        64,
+        64,
+        32,
+        0.1,
+        1.2,
+        "low_confidence",
+    )
+    assert PRESETS["fast"].remasking == "threshold"
+    assert preset("fast", max_new_tokens=8).max_new_tokens == 8 and PRESETS["fast"].max_new_tokens == 64
+    with pytest.raises(ValueError, match="preset"):
+        preset("slow")
+
+
+def test_bad_settings_are_clear_errors(micro_model, tokenizer):
+    with pytest.raises(ValueError, match="remasking"):
+        generate(micro_model, tokenizer, ["a"], GenerationConfig(remasking="confidence"))
+    with pytest.raises(ValueError, match="hole"):
+        infill(micro_model, tokenizer, ["no holes here"])
+
+
+def test_holes_chat_template_and_partial_views(tokenizer, monkeypatch):
+    from diffutron.sampling import chat_prompt, render_partial
+    from diffutron.sampling.prompts import encode_with_holes
+
+    mask = tokenizer.mask_token_id
+    ids, holes = encode_with_holes(
+        tokenizer, "Ankara <mask> şehridir. [...] Son [...3]<mask:2>", mask, span=2
+    )
+    assert [b - a for a, b in holes] == [2, 2, 3, 2]
+    assert ids[0] == tokenizer.bos_token_id and all(ids[i] == mask for a, b in holes for i in range(a, b))
+    before = tokenizer.decode(ids[1 : holes[0][0]])
+    assert before == "Ankara"  # the space moved into the hole
+    assert tokenizer.decode(ids[holes[0][1] : holes[1][0]]) == " şehridir."
+    assert render_partial(tokenizer, ids[1:], mask, "_").startswith("Ankara__ şehridir.__ Son")
+
+    msgs = [
+        {"role": "system", "content": "Yardımsever ol."},
+        {"role": "user", "content": "Merhaba"},
+        {"role": "assistant", "content": "Selam!"},
+        {"role": "user", "content": "Nasılsın?"},
+    ]
+    text = chat_prompt(tokenizer, msgs)  # no chat_template on this tokenizer: Diffutron's
+    assert text == (
+        "[SYS]\nYardımsever ol.\n[/SYS]\n\n[Question]\nMerhaba\n[/Question]\n\n"
+        "[Answer]\nSelam!\n[/Answer]\n\n[Question]\nNasılsın?\n[/Question]\n\n[Answer]\n"
+    )
+    monkeypatch.setattr(
+        tokenizer, "chat_template", "{% for m in messages %}<{{ m['content'] }}>{% endfor %}", raising=False
+    )
+    assert chat_prompt(tokenizer, msgs) == "<Yardımsever ol.><Merhaba><Selam!><Nasılsın?>"  # its own wins
+
+
+def test_penalty_on_canvas_ids_equals_the_penalty_on_the_presence_mask():
+    from diffutron.sampling.proposals import apply_repetition_penalty_ids
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 50, generator=gen, dtype=torch.float64)
+    canvas = torch.randint(0, 50, (5, 12), generator=gen)
+    valid = torch.ones_like(canvas)
+    valid[:, 9:] = 0  # padding must not count
+    mask_id = 4
+    canvas[:, 3] = mask_id  # a hole must not count either
+    dense = apply_repetition_penalty(logits, tokens_present(canvas, valid, mask_id, 50), 1.3)
+    ids = torch.where(valid.bool(), canvas, mask_id)
+    sparse = apply_repetition_penalty_ids(logits, ids, 1.3)
+    keep = torch.ones(50, dtype=torch.bool)
+    keep[mask_id] = False  # the mask's logit is forbidden afterwards: whatever happens to it is moot
+    assert torch.equal(sparse[:, keep], dense[:, keep])
+    assert not torch.equal(sparse, logits)

@@ -1,5 +1,28 @@
-"""Sampling: iterative unmasking of a masked diffusion model (one engine for CLI, eval and server)."""
+"""Sampling: iterative unmasking of a masked diffusion model (one engine for CLI, eval and server).
 
-from .engine import GenerationConfig, GenerationOutput, generate
+    from diffutron.sampling import PRESETS, generate, infill, stream
+    out = generate(model, tokenizer, ["Türkiye'nin başkenti"], PRESETS["diffutron"], schedule=schedule)
 
-__all__ = ["GenerationConfig", "GenerationOutput", "generate"]
+See docs/sampling.md for every option.
+"""
+
+from .commit import REMASKING, SCORERS
+from .config import PRESETS, GenerationConfig, preset
+from .engine import GenerationOutput, StepEvent, generate, infill, stream
+from .prompts import CHAT_STOP, chat_prompt, render_partial
+
+__all__ = [
+    "CHAT_STOP",
+    "PRESETS",
+    "REMASKING",
+    "SCORERS",
+    "GenerationConfig",
+    "GenerationOutput",
+    "StepEvent",
+    "chat_prompt",
+    "generate",
+    "infill",
+    "preset",
+    "render_partial",
+    "stream",
+]

@@ -1,0 +1,143 @@
+"""ELBO perplexity of text, comparable across checkpoints and tokenizers (bits per byte / character).
+
+    r = text_perplexity(loaded.model, loaded.tokenizer, texts, mask_id=loaded.mask_id,
+                        schedule=loaded.settings.make_schedule(), t_samples=8)
+    r.perplexity, r.stderr_nelbo, r.bits_per_byte, r.bits_per_char
+
+1. Each document is tokenised on its own (no special tokens) and cut into windows that fit
+   ``max_length`` together with the tokenizer's own special tokens (``<bos> ... <eos>``).
+   Windows do not see each other: a long document is scored as independent pieces.
+2. ``diffusion.elbo_perplexity`` scores every window at ``t_samples`` stratified noise levels with the
+   training loss code; only the text tokens are maskable (never the special tokens or padding).
+3. NELBO per token -> perplexity bound exp(NELBO/token). Per-token numbers depend on the tokenizer;
+   the total NELBO divided by the UTF-8 bytes (or characters) of the text does not, so bits per byte
+   compare any two models. The standard error is over windows (delta method), scaled the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..diffusion.elbo import elbo_perplexity
+from ..diffusion.schedules import Schedule
+from ..models.heads import MaskedLMParts
+from ..text.normalize import normalize
+from .likelihood import special_affixes
+
+DEFAULT_MAX_LENGTH = 512  # the recipe's pre-training context
+
+
+@dataclass
+class TextPerplexity:
+    nelbo_per_token: float
+    perplexity: float
+    stderr_nelbo: float  # standard error of nelbo_per_token
+    tokens: int
+    windows: int
+    documents: int
+    bytes: int
+    characters: int
+    t_samples: int
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.nelbo_per_token / math.log(2)
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.nelbo_per_token * self.tokens / math.log(2) / max(1, self.bytes)
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nelbo_per_token * self.tokens / math.log(2) / max(1, self.characters)
+
+    @property
+    def stderr_bits_per_byte(self) -> float:
+        return self.stderr_nelbo * self.tokens / math.log(2) / max(1, self.bytes)
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "bits_per_token": self.bits_per_token,
+            "bits_per_byte": self.bits_per_byte,
+            "bits_per_char": self.bits_per_char,
+            "stderr_bits_per_byte": self.stderr_bits_per_byte,
+        }
+
+
+def text_windows(
+    tokenizer, texts: Iterable[str], max_length: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, int]]:
+    """(ids [N, T], maskable [N, T], attention [N, T], counts) for the windows of ``texts``."""
+    prefix, suffix = special_affixes(tokenizer)
+    width = max_length - len(prefix) - len(suffix)
+    if width < 1:
+        raise ValueError(f"max_length {max_length} leaves no room for text between the special tokens")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    windows: list[list[int]] = []
+    counts = {"documents": 0, "bytes": 0, "characters": 0}
+    for raw in texts:
+        doc = normalize(raw).strip()
+        if not doc:
+            continue
+        counts["documents"] += 1
+        counts["bytes"] += len(doc.encode("utf-8"))
+        counts["characters"] += len(doc)
+        ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
+        windows += [ids[i : i + width] for i in range(0, len(ids), width)]
+    if not windows:
+        raise ValueError("no text to score")
+    windows.sort(key=len, reverse=True)  # less padding per batch
+    n, t = len(windows), len(prefix) + len(windows[0]) + len(suffix)
+    ids = torch.full((n, t), pad, dtype=torch.long)
+    maskable = torch.zeros((n, t), dtype=torch.bool)
+    attention = torch.zeros((n, t), dtype=torch.long)
+    for i, w in enumerate(windows):
+        seq = [*prefix, *w, *suffix]
+        ids[i, : len(seq)] = torch.tensor(seq)
+        attention[i, : len(seq)] = 1
+        maskable[i, len(prefix) : len(prefix) + len(w)] = True
+    return ids, maskable, attention, counts
+
+
+def text_perplexity(
+    model: torch.nn.Module,
+    tokenizer,
+    texts: Iterable[str],
+    *,
+    mask_id: int,
+    schedule: Schedule,
+    t_samples: int = 8,
+    max_length: int | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+) -> TextPerplexity:
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
+    max_length = min(max_length or DEFAULT_MAX_LENGTH, limit)
+    ids, maskable, attention, counts = text_windows(tokenizer, texts, max_length)
+    r = elbo_perplexity(
+        MaskedLMParts(model),
+        ids,
+        schedule=schedule,
+        mask_id=mask_id,
+        maskable=maskable,
+        attention_mask=attention,
+        t_samples=t_samples,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+    )
+    return TextPerplexity(
+        nelbo_per_token=r.nelbo_per_token,
+        perplexity=r.perplexity,
+        stderr_nelbo=r.stderr_nelbo,
+        tokens=r.tokens,
+        windows=r.sequences,
+        t_samples=t_samples,
+        **counts,
+    )

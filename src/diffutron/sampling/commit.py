@@ -1,0 +1,113 @@
+"""Commit rules: which still-masked positions of the current block get their proposal this step.
+
+    score = SCORERS["margin"](logits, tokens, generator)         # [N] higher = commit first
+    counts = reveal_counts(block_lengths, steps, schedule)         # [..., steps] how many per step
+    commit = top_k_per_row(scores, k)                              # [B, L] bool
+
+Scorers see the filtered float64 logits [N, V] of the candidates and the proposals [N] (registered
+with ``@scorer``; ``REMASKING`` is derived from this registry):
+- ``low_confidence`` (LLaDA, Diffutron): probability of the proposed token;
+- ``margin`` (Dream): top-1 minus top-2 probability;
+- ``entropy`` (Dream): minus the entropy of the position's distribution;
+- ``random`` (MDLM ancestral, LLaDA random): uniform noise, i.e. random positions.
+``threshold`` (Fast-dLLM) scores like ``low_confidence`` but commits every position with a score
+>= tau, and at least the best one, instead of a scheduled count.
+
+How many per step comes from the noise schedule, the same object training used: a block of n masks
+decoded in S steps goes from t_i = 1 - i/S to s_i = 1 - (i+1)/S, so after step i round(n alpha(s_i))
+positions are revealed (deterministic), or each masked one is revealed with probability
+(alpha(s) - alpha(t)) / (1 - alpha(t)) (stochastic, MDLM). Either way the last step empties the block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..diffusion.schedules import Schedule
+
+Scorer = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Generator | None"], torch.Tensor]
+SCORERS: dict[str, Scorer] = {}
+
+
+def scorer(name: str, uses_proposal: bool = False):
+    """Register a commit rule. ``uses_proposal``: the score depends on the drawn token, and scoring the
+    greedy token gives an upper bound on it (the engine uses that bound to draw only where needed)."""
+
+    def wrap(fn: Scorer) -> Scorer:
+        fn.uses_proposal = uses_proposal
+        SCORERS[name] = fn
+        return fn
+
+    return wrap
+
+
+@scorer("low_confidence", uses_proposal=True)
+def _low_confidence(logits: torch.Tensor, tokens: torch.Tensor, generator) -> torch.Tensor:
+    # p(token) = exp(logit - logsumexp): no [N, V] softmax is materialised
+    return (logits.gather(1, tokens[:, None]).squeeze(1) - logits.logsumexp(-1)).exp()
+
+
+@scorer("margin")
+def _margin(logits: torch.Tensor, tokens: torch.Tensor | None, generator) -> torch.Tensor:
+    top2 = (logits.topk(2, dim=-1).values - logits.logsumexp(-1, keepdim=True)).exp()
+    return top2[:, 0] - top2[:, 1]
+
+
+@scorer("entropy")
+def _entropy(logits: torch.Tensor, tokens: torch.Tensor | None, generator) -> torch.Tensor:
+    return -torch.special.entr(logits.softmax(-1)).sum(-1)  # entr(0) = 0: forbidden ids add nothing
+
+
+@scorer("random")
+def _random(logits: torch.Tensor, tokens: torch.Tensor | None, generator) -> torch.Tensor:
+    return torch.rand(logits.shape[0], generator=generator, dtype=torch.float64, device=logits.device)
+
+
+REMASKING = (*SCORERS, "threshold")
+
+
+def reveal_counts(n: torch.Tensor | int, steps: int, schedule: Schedule) -> torch.Tensor:
+    """Deterministic transfer: tokens to commit at each of ``steps`` steps of a block of ``n`` masks.
+    ``n`` may be a tensor of block lengths; the result has one more dimension of size ``steps``."""
+    n = torch.as_tensor(n, dtype=torch.long)
+    s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[1:]  # s_i = 1 - (i+1)/S
+    revealed = torch.round(n[..., None].double() * schedule.alpha(s)).long()
+    revealed = torch.minimum(revealed, n[..., None])
+    revealed[..., -1] = n  # the last step empties the block whatever the schedule's rounding
+    first = torch.zeros_like(revealed[..., :1])
+    return torch.diff(revealed, dim=-1, prepend=first).clamp(min=0)
+
+
+def stochastic_counts(
+    remaining: torch.Tensor, i: torch.Tensor, steps: int, schedule: Schedule, generator
+) -> torch.Tensor:
+    """Stochastic transfer (MDLM ancestral): Binomial(remaining, reveal probability from t_i to s_i)."""
+    t = 1.0 - i.double() / steps
+    s = (1.0 - (i + 1).double() / steps).clamp(min=0.0)
+    p = schedule.reveal_probability(t, s)
+    return torch.binomial(remaining.double(), p, generator=generator).long()
+
+
+def rank_in_row(scores: torch.Tensor) -> torch.Tensor:
+    """[B, L] rank of each score within its row, 0 = best; ties go to the leftmost position."""
+    order = scores.sort(dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(scores.shape[1], device=scores.device).expand_as(order))
+    return rank
+
+
+def weakest_pick(scores: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+    """[B] the lowest score among each row's picked positions (+inf for a row with none)."""
+    return torch.where(picked, scores, torch.full_like(scores, float("inf"))).min(1).values
+
+
+def top_k_per_row(scores: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Commit the ``k[b]`` best-scored candidates of each row b (vectorised over rows)."""
+    return candidates & (rank_in_row(scores) < k[:, None])
+
+
+def above_threshold(scores: torch.Tensor, candidates: torch.Tensor, tau: float) -> torch.Tensor:
+    """Fast-dLLM: every candidate with score >= tau, and the best candidate of each row in any case."""
+    return candidates & ((scores >= tau) | (rank_in_row(scores) == 0))

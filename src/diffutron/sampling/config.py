@@ -1,0 +1,103 @@
+"""Decoding settings: one dataclass, documented once; the CLI builds its flags from these fields.
+
+    cfg = GenerationConfig(max_new_tokens=64, steps=64, block_size=32, remasking="low_confidence")
+    cfg = preset("fast", max_new_tokens=128)            # a named preset with overrides
+    cfg = dataclasses.replace(PRESETS["diffutron"], seed=7)
+
+``PRESETS["diffutron"]`` is the setting published with the Diffutron checkpoints (64 steps, 64 new
+tokens, blocks of 32, temperature 0.1, repetition penalty 1.2, low-confidence remasking: about one
+token per forward pass). ``PRESETS["fast"]`` is the same with Fast-dLLM threshold decoding, which
+commits every position the model is sure of and so needs far fewer passes.
+What it does not know: the model. Values are checked against the model (context length) by the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .commit import REMASKING  # derived from the registered commit rules
+
+
+def _opt(default, help: str, **kw):  # noqa: A002 - "help" mirrors argparse
+    """A dataclass field with its documentation attached (read by ``cli/generate.py`` for --help)."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = _opt(64, "answer length: the number of masks appended to the prompt")
+    steps: int = _opt(64, "denoising steps over the whole answer, split evenly over the blocks")
+    block_size: int | None = _opt(
+        32, "semi-autoregressive block length in tokens; 0 or None: the whole answer (pure diffusion)"
+    )
+    remasking: str = _opt("low_confidence", "which masked positions to commit each step", choices=REMASKING)
+    threshold: float = _opt(
+        0.9, "threshold remasking: commit every position whose confidence >= this (at least one)"
+    )
+    stochastic_counts: bool = _opt(
+        False, "draw how many to commit per step from Binomial(masked, reveal probability) (MDLM)"
+    )
+    temperature: float = _opt(0.0, "0: greedy; > 0: Gumbel-max sampling at this temperature")
+    top_k: int = _opt(0, "sample only among the k most likely tokens (0: off)")
+    top_p: float = _opt(1.0, "sample only from the smallest set with this total probability (1: off)")
+    repetition_penalty: float = _opt(
+        1.0, "token ids already in the canvas: positive logits / penalty, negative * penalty (1: off)"
+    )
+    suppress_tokens: tuple[int, ...] = _opt((), "token ids never proposed (the mask never is)")
+    guidance_scale: float = _opt(
+        0.0, "classifier-free guidance w: logits = u + (w + 1)(c - u), u with the prompt masked (0: off)"
+    )
+    stop_at_eos: bool = _opt(True, "stop a row once its end token is committed with no hole before it")
+    stop: tuple[str, ...] = _opt((), "stop strings: a row ends at the first one in its filled answer")
+    seed: int | None = _opt(0, "random seed for sampling and random remasking (None: nondeterministic)")
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1")
+        if self.block_size is not None and self.block_size < 0:
+            raise ValueError("block_size must be >= 0 (0 or None: the whole answer)")
+        if self.remasking not in REMASKING:
+            raise ValueError(f"remasking must be one of {REMASKING}, got {self.remasking!r}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be > 0")
+        if self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_k must be >= 0 and top_p in (0, 1]")
+        if self.guidance_scale < 0:
+            raise ValueError("guidance_scale must be >= 0")
+
+
+PRESETS: dict[str, GenerationConfig] = {
+    # The inference setting published with the Diffutron checkpoints (recipe.md).
+    "diffutron": GenerationConfig(
+        max_new_tokens=64,
+        steps=64,
+        block_size=32,
+        temperature=0.1,
+        repetition_penalty=1.2,
+        remasking="low_confidence",
+    ),
+    # Same, with Fast-dLLM threshold decoding: the number of passes adapts to the text.
+    "fast": GenerationConfig(
+        max_new_tokens=64,
+        steps=64,
+        block_size=32,
+        temperature=0.1,
+        repetition_penalty=1.2,
+        remasking="threshold",
+        threshold=0.9,
+    ),
+}
+
+
+def preset(name: str, **overrides) -> GenerationConfig:
+    """A copy of ``PRESETS[name]`` with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
