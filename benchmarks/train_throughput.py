@@ -47,8 +47,15 @@ def run(parts, model, opt, batches, sparse: bool, schedule, seed: int) -> tuple[
     gen = torch.Generator().manual_seed(seed)
     losses, masked, t0 = [], 0, time.perf_counter()
     for ids in batches:
-        out = mdlm_loss(parts, ids, torch.ones_like(ids, dtype=torch.bool), schedule=schedule, mask_id=4,
-                        generator=gen, sparse_head=sparse)
+        out = mdlm_loss(
+            parts,
+            ids,
+            torch.ones_like(ids, dtype=torch.bool),
+            schedule=schedule,
+            mask_id=4,
+            generator=gen,
+            sparse_head=sparse,
+        )
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -88,8 +95,10 @@ def main() -> None:
                 results[sparse][2] = losses
     tokens = args.rounds * args.steps * args.batch * args.length
     peak = matmul_peak()
-    print(f"preset={args.preset} params={sum(p.numel() for p in base.parameters()) / 1e6:.1f}M "
-          f"batch={args.batch}x{args.length} steps={args.steps} rounds={args.rounds} threads={torch.get_num_threads()}")
+    print(
+        f"preset={args.preset} params={sum(p.numel() for p in base.parameters()) / 1e6:.1f}M "
+        f"batch={args.batch}x{args.length} steps={args.steps} rounds={args.rounds} threads={torch.get_num_threads()}"
+    )
     print(f"fp32 matmul peak (measured): {peak / 1e9:.1f} GFLOP/s")
     tps = {}
     for sparse, name in ((False, "full head"), (True, "masked-only head")):
@@ -97,11 +106,15 @@ def main() -> None:
         tps[sparse] = tokens / secs
         flops = useful_flops_per_step(cfg, args.batch, args.length, masked / (args.rounds * args.steps))
         achieved = flops * args.rounds * args.steps / secs
-        print(f"{name:>17}: {tps[sparse]:8.0f} tokens/s   useful model FLOP/s {achieved / 1e9:6.1f} G "
-              f"({achieved / peak:5.1%} of peak)")
+        print(
+            f"{name:>17}: {tps[sparse]:8.0f} tokens/s   useful model FLOP/s {achieved / 1e9:6.1f} G "
+            f"({achieved / peak:5.1%} of peak)"
+        )
     same = max(abs(a - b) for a, b in zip(results[True][2], results[False][2], strict=True))
-    print(f"speed-up masked-only / full: {tps[True] / tps[False]:.2f}x   max |loss difference| over "
-          f"{args.steps} steps: {same:.2e}")
+    print(
+        f"speed-up masked-only / full: {tps[True] / tps[False]:.2f}x   max |loss difference| over "
+        f"{args.steps} steps: {same:.2e}"
+    )
 
 
 if __name__ == "__main__":

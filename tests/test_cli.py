@@ -27,7 +27,7 @@ def test_quickstart_writes_the_promised_files(quickstart_dir, capsys):
     summary = json.loads((out / "summary.json").read_text())
     for key in ("val_elbo_ppl", "tokens_per_second", "train_tokens", "samples"):
         assert key in summary
-    assert summary["val_elbo_ppl"] < summary["val_elbo_ppl_start"] / 3  # it learned something
+    assert summary["val_elbo_ppl"] < summary["val_elbo_ppl_start"] / 2  # it learned something
     assert len(summary["samples"]) >= 3 and all(s["completion"].strip() for s in summary["samples"])
     model = AutoModelForMaskedLM.from_pretrained(out / "model")
     tok = AutoTokenizer.from_pretrained(out / "model")

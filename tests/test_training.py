@@ -182,3 +182,21 @@ def test_shipped_configs_are_valid():
     assert files
     for f in files:
         load_config(f)
+
+
+def test_epochs_set_the_step_total_and_a_warmup_ratio_follows_it(tmp_path, tr_corpus):
+    corpus = _corpus_file(tmp_path, tr_corpus[:6])
+    cfg = _cfg(corpus, max_steps=999, epochs=2, grad_accum=2, warmup_ratio=0.5, save_every=0, lr=1e-3)
+    r = train(cfg, tmp_path / "ep", progress=False)
+    per_epoch = r.summary["train_blocks"] // 4  # micro-batches of 4 blocks
+    assert r.state.step == -(-2 * per_epoch // 2) >= 4  # two passes, two micro-batches per step
+    lrs = [
+        json.loads(x)["lr"]
+        for x in (tmp_path / "ep" / "metrics.jsonl").read_text().splitlines()
+        if '"train"' in x
+    ]
+    # lrs[i] is the rate after step i + 1; warmup reaches the full rate at step w - 1 of a w-step warmup
+    w = round(0.5 * r.state.step)
+    assert lrs[w - 2] == pytest.approx(1e-3) and max(lrs) == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(lrs[: w - 2], lrs[1 : w - 1], strict=True))
+    assert all(a >= b for a, b in zip(lrs[w - 1 : -1], lrs[w:], strict=True)) and lrs[-1] < 2e-4

@@ -1,7 +1,11 @@
 """Typed, strict configuration: YAML maps 1:1 onto these dataclasses.
 
-    cfg = load_config("configs/pretrain-tiny.yaml")     # RunConfig
+    cfg = load_config("configs/pretrain-tiny.yaml")     # RunConfig: one training run
     cfg = from_dict(RunConfig, {"training": {"lr": 3e-4}})
+    recipe = load_recipe("recipes/diffutron-0.3b.yaml")  # RecipeConfig: stages run one after another
+
+A run trains on packed text (``data``) or, when it has an ``sft`` section, on instruction data.
+A recipe is a list of stages; each stage is a run whose model is the previous stage's output.
 
 Unknown keys and wrong types are rejected with a message naming the key (``training.lr: expected
 float, got 'fast'``). Each field is documented once, in its dataclass.
@@ -10,6 +14,7 @@ float, got 'fast'``). Each field is documented once, in its dataclass.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +35,7 @@ class ModelConfig:
     preset: str | None = "tiny"  # build a fresh ModernBERT of this shape (see models.presets) ...
     pretrained: str | None = None  # ... or start from a checkpoint folder / hub id (wins over preset)
     overrides: dict[str, Any] = field(default_factory=dict)  # ModernBertConfig fields for a preset
+    shape: str | None = None  # the preset a `pretrained` model's shape matches: `recipe check` offline
 
 
 @dataclass
@@ -59,6 +65,38 @@ class DiffusionConfig:
 
 
 @dataclass
+class SftSourceConfig:
+    """One source of instruction data: exactly one of ``path``, ``hub`` or ``builtin``."""
+
+    path: str | None = None  # a local .jsonl[.gz] / .json / .parquet file
+    hub: str | None = None  # a Hugging Face dataset id (streamed)
+    builtin: str | None = None  # an offline set derived at run time (see data.sft.BUILTIN_SOURCES)
+    name: str | None = None  # hub dataset config name
+    split: str = "train"  # hub split
+    revision: str | None = None  # hub revision (a commit sha pins the data)
+    format: str = "auto"  # auto | alpaca | messages | qa
+    fields: dict[str, str] = field(default_factory=dict)  # canonical name -> column, e.g. {output: cevap}
+    system: str | None = None  # system prompt for rows without one (wins over sft.system)
+    weight: float = 1.0  # rows per epoch = weight x training rows (<1: a seeded subset, >1: repeats)
+    max_rows: int | None = None  # read at most this many rows
+    optional: bool = False  # skip with a warning when unavailable (a missing optional package)
+
+
+@dataclass
+class SftConfig:
+    """Instruction data: conversations rendered with the chat template into fixed-length rows
+    (prompt | answer | end-token padding); only the answer and its padding are masked and scored."""
+
+    sources: list[SftSourceConfig | str] = field(default_factory=list)  # dicts, "hub:id", "builtin:x", paths
+    max_length: int = 256  # tokens per row: prompt + answer + end-token padding
+    too_long: str = "drop"  # drop | truncate (cuts the answer, never the prompt); counted either way
+    val_fraction: float = 0.1  # held out per source before mixing
+    seed: int = 42  # the held-out split and the mixture draw
+    chat_template: str = "diffutron"  # diffutron (the BERT-style default) | tokenizer | a Jinja string
+    system: str | None = None  # default system prompt for every source
+
+
+@dataclass
 class LoraConfig:
     enabled: bool = False
     r: int = 256
@@ -71,12 +109,14 @@ class LoraConfig:
 @dataclass
 class TrainingConfig:
     max_steps: int = 1000  # optimiser steps of the whole run
+    epochs: float | None = None  # passes over the training rows; sets max_steps when given
     max_minutes: float | None = None  # time budget: the run is resized to fit after a few steps
     batch_size: int = 16  # sequences per micro-batch per process
     grad_accum: int = 1
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 50
+    warmup_ratio: float | None = None  # warmup as a share of the run's steps (wins over warmup_steps)
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     grad_clip: float = 1.0
@@ -98,6 +138,35 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    sft: SftConfig | None = None  # instruction tuning: rows come from here and `data` is not read
+
+
+@dataclass
+class StageConfig:
+    """One stage of a recipe: a run whose model is the previous stage's output (LoRA merged)."""
+
+    name: str = ""  # unique; the stage's folder under the recipe's output folder
+    data: DataConfig | None = None  # pre-training text (packed blocks) ...
+    sft: SftConfig | None = None  # ... or instruction data: exactly one of the two
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+@dataclass
+class RecipeConfig:
+    """A whole progression, e.g. continual pre-training -> general -> task-specific instruction tuning."""
+
+    name: str = "recipe"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)  # the first stage's starting point
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)  # the first stage's tokenizer
+    defaults: dict[str, Any] = field(default_factory=dict)  # stage sections every stage starts from
+    stages: list[StageConfig] = field(default_factory=list)
+
+
+STAGE_SECTIONS = ("data", "sft", "diffusion", "lora", "training")
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def _check(value: Any, tp: Any, where: str) -> Any:
@@ -173,5 +242,67 @@ def load_config(path: str | Path, cls: type[T] = RunConfig) -> T:
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:
         return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def recipe_from_dict(data: dict[str, Any]) -> RecipeConfig:
+    """Build a recipe: each stage's sections start from ``defaults`` (key by key, the stage wins);
+    then the whole is checked (unique stage names, one kind of data per stage)."""
+    data = dict(data)
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"defaults: expected a mapping of stage sections, got {defaults!r}")
+    for key, value in defaults.items():
+        if key not in STAGE_SECTIONS:
+            raise ConfigError(f"unknown config key 'defaults.{key}'; known keys here: {list(STAGE_SECTIONS)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"defaults.{key}: expected a mapping, got {value!r}")
+    stages = data.get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError("stages: a recipe needs a non-empty list of stages")
+    merged = []
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            raise ConfigError(f"stages[{i}]: expected a mapping, got {stage!r}")
+        stage = dict(stage)
+        for key, value in defaults.items():
+            if key in ("data", "sft") and key not in stage:
+                continue  # a default data section must not turn an SFT stage into a pre-training one
+            if isinstance(stage.get(key, {}), dict):
+                stage[key] = {**value, **(stage.get(key) or {})}
+        merged.append(stage)
+    recipe = from_dict(RecipeConfig, {**data, "stages": merged})
+    validate_recipe(recipe)
+    return recipe
+
+
+def validate_recipe(recipe: RecipeConfig) -> None:
+    seen: set[str] = set()
+    for i, stage in enumerate(recipe.stages):
+        where = f"stages[{i}]"
+        if not stage.name or not _STAGE_NAME.match(stage.name):
+            raise ConfigError(f"{where}.name: give each stage a name of letters, digits, '-', '_' or '.'")
+        if stage.name in seen:
+            raise ConfigError(f"{where}.name: stage name {stage.name!r} is used twice")
+        seen.add(stage.name)
+        if (stage.data is None) == (stage.sft is None):
+            raise ConfigError(f"stage {stage.name!r}: give exactly one of `data` (pre-training) or `sft`")
+        if stage.sft is not None and not stage.sft.sources:
+            raise ConfigError(f"stage {stage.name!r}: sft.sources is empty")
+
+
+def load_recipe(path: str | Path) -> RecipeConfig:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"recipe file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (name, model, stages, ...)")
+    try:
+        return recipe_from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

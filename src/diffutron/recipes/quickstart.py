@@ -1,12 +1,19 @@
 """The quickstart: a Turkish masked diffusion model from nothing, offline, on a CPU, in minutes.
 
     diffutron quickstart --minutes 5 --out runs/quickstart
+    diffutron quickstart --full --out runs/quickstart-full      # the whole progression, ~10 minutes
 
 1. trains a byte-level BPE tokenizer on the embedded corpus (Atatürk's speeches, public domain);
 2. packs the corpus into 128-token blocks, holds out 2% for validation;
 3. trains the ``tiny`` ModernBERT (~5M parameters) with the MDLM loss for the time budget;
 4. reports the validation ELBO perplexity (start and end) and generates continuations of fixed prompts;
 5. writes model/, metrics.jsonl, loss.png, summary.json under --out.
+
+``--full`` runs the recipe ``recipes/quickstart-tr.yaml`` instead (the same recipe, built here, so an
+installed package needs no recipe file): pre-training as above, then stage-1 general instruction
+tuning (sentence continuation from the embedded corpus, plus chatterbot-corpus's Turkish
+conversations when that package is installed), then stage-2 task-specific tuning (a fill-in-the-blank
+task, with the conversations again), and ends by answering a few chat prompts with the final model.
 """
 
 from __future__ import annotations
@@ -14,11 +21,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..config import DataConfig, ModelConfig, RunConfig, TokenizerConfig, TrainingConfig
+from ..config import (
+    DataConfig,
+    ModelConfig,
+    RecipeConfig,
+    RunConfig,
+    TokenizerConfig,
+    TrainingConfig,
+    recipe_from_dict,
+)
 from ..io import atomic_write_json
 from ..models.checkpoint import load_checkpoint
 from ..sampling import GenerationConfig, generate
-from ..training import train
+from ..text.chat import extract_answer
+from ..training import latest_checkpoint, train
+from ..training.pipeline import run_recipe
 
 PROMPTS = [
     "Türkiye Cumhuriyeti",
@@ -55,7 +72,9 @@ def run_quickstart(
 ) -> dict:
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    result = train(quickstart_config(minutes, seed), out_dir, resume=True, progress=progress)
+    # Running it again continues (or just re-reports) the run in out_dir instead of refusing it.
+    resume = latest_checkpoint(out_dir / "checkpoints") is not None
+    result = train(quickstart_config(minutes, seed), out_dir, resume=resume, progress=progress)
     loaded = load_checkpoint(result.model_dir)
     gen = GenerationConfig(
         max_new_tokens=32, steps=32, block_size=16, temperature=0.0, repetition_penalty=1.2
@@ -69,6 +88,126 @@ def run_quickstart(
         "sampling_forward_passes": out.forward_passes,
         "wall_seconds": time.perf_counter() - t0,
         "model_dir": str(result.model_dir),
+    }
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# quickstart --full: the progression CPT -> general SFT -> task SFT (recipes/quickstart-tr.yaml)
+# ---------------------------------------------------------------------------------------------
+
+FULL_MINUTES = 8.0  # training minutes of the three stages together; data, evaluation and sampling add ~1
+_STAGE_SHARE = {"cpt": 0.4, "general": 0.3, "task": 0.3}
+_SFT_TRAINING = dict(
+    max_steps=100_000, batch_size=16, lr=1.0e-3, warmup_steps=10, eval_every=0, eval_blocks=64
+)
+
+CHAT_PROMPTS = [
+    [{"role": "user", "content": "Merhaba, nasılsın?"}],
+    [{"role": "user", "content": "Yapay zeka nedir?"}],
+    [{"role": "user", "content": "Boşluğa gelen kelimeyi yaz.\n\nTürkiye Cumhuriyeti'nin ___ Ankara'dır."}],
+    [
+        {
+            "role": "user",
+            "content": "Bu metnin devamını yaz.\n\nEfendiler, milletimiz büyük bir imtihandan geçti.",
+        }
+    ],
+]
+
+
+def quickstart_recipe(minutes: float = FULL_MINUTES, seed: int = 0) -> RecipeConfig:
+    """The ``quickstart-tr`` recipe; ``minutes`` is split 40/30/30 over the three stages."""
+
+    def budget(stage: str) -> float:
+        return round(minutes * _STAGE_SHARE[stage], 3)
+
+    chat = {"builtin": "chatterbot", "weight": 4.0, "optional": True}  # 146 rows: repeated to count
+    return recipe_from_dict(
+        {
+            "name": "quickstart-tr",
+            "description": "A tiny Turkish MDLM from nothing, offline on a CPU: pre-training, then "
+            "general and task-specific instruction tuning on data derived at run time.",
+            "model": {"preset": "tiny"},
+            "tokenizer": {"vocab_size": 8000},
+            "defaults": {
+                "diffusion": {"schedule": "linear", "normalization": "token"},
+                "training": {
+                    "seed": seed,
+                    "log_every": 5,
+                    "save_every": 50,
+                    "keep_last": 1,
+                    "eval_t_samples": 4,
+                },
+            },
+            "stages": [
+                {
+                    "name": "cpt",
+                    "data": {"sources": ["embedded"], "block_size": 128, "val_fraction": 0.02},
+                    "training": {
+                        "max_steps": 100_000,
+                        "max_minutes": budget("cpt"),
+                        "batch_size": 16,
+                        "lr": 1.0e-3,
+                        "warmup_steps": 30,
+                        "eval_every": 100,
+                        "eval_blocks": 48,
+                    },
+                },
+                {
+                    "name": "general",
+                    "sft": {
+                        "sources": [{"builtin": "continuation", "max_rows": 6000}, chat],
+                        "max_length": 128,
+                        "val_fraction": 0.05,
+                    },
+                    "training": {**_SFT_TRAINING, "max_minutes": budget("general")},
+                },
+                {
+                    "name": "task",
+                    "sft": {
+                        "sources": [{"builtin": "fill-blank", "max_rows": 6000}, chat],
+                        "max_length": 128,
+                        "val_fraction": 0.05,
+                    },
+                    "training": {**_SFT_TRAINING, "max_minutes": budget("task")},
+                },
+            ],
+        }
+    )
+
+
+def run_quickstart_full(
+    out_dir: str | Path = "runs/quickstart-full",
+    minutes: float = FULL_MINUTES,
+    seed: int = 0,
+    progress: bool = True,
+    resume: bool = True,
+) -> dict:
+    """Run the three stages (resuming whatever an earlier call left), then chat with the final model."""
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    result = run_recipe(quickstart_recipe(minutes, seed), out_dir, resume=resume, progress=progress)
+    loaded = load_checkpoint(result.final_model)
+    gen = GenerationConfig(
+        max_new_tokens=32, steps=32, block_size=16, temperature=0.0, repetition_penalty=1.2
+    )
+    # the template travelled with the tokenizer: exactly what a chat client will send
+    prompts = [
+        loaded.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
+        for m in CHAT_PROMPTS
+    ]
+    out = generate(loaded.model, loaded.tokenizer, prompts, gen, schedule=loaded.settings.make_schedule())
+    chats = [
+        {"user": m[-1]["content"], "answer": extract_answer(text)}
+        for m, text in zip(CHAT_PROMPTS, out.texts, strict=True)
+    ]
+    summary = {
+        "stages": result.stages,
+        "chats": chats,
+        "sampling": gen.__dict__,
+        "wall_seconds": time.perf_counter() - t0,
+        "model_dir": str(result.final_model),
     }
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
