@@ -23,7 +23,7 @@ def _quickstart(args: argparse.Namespace) -> int:
         print(f"Validation ELBO perplexity: {start:,.1f} at the start -> {s['val_elbo_ppl']:,.1f} now")
     else:
         print(f"Validation ELBO perplexity: {s['val_elbo_ppl']:,.1f}")
-    print("Samples (greedy, low-confidence unmasking):")
+    print("Samples (seeded nucleus sampling, T=0.9, top-p 0.9, low-confidence unmasking):")
     for row in s["samples"]:
         print(f"  {row['prompt']} … {row['completion']}")
     out = Path(args.out)
