@@ -62,6 +62,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     out = args.out or str(Path("runs") / Path(args.config).stem)
     r = train(cfg, out, resume=args.resume, max_steps=args.max_steps)
+    if not r.summary:  # not the main process of a distributed run: the main one reports
+        return 0
     print(
         f"\nTrained {r.state.step} steps ({r.state.tokens:,} tokens). Validation ELBO perplexity "
         f"{r.val['val_elbo_ppl']:,.2f}. Model: {r.model_dir}   plot: {Path(out) / 'loss.png'}"
