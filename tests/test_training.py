@@ -200,3 +200,16 @@ def test_epochs_set_the_step_total_and_a_warmup_ratio_follows_it(tmp_path, tr_co
     assert lrs[w - 2] == pytest.approx(1e-3) and max(lrs) == pytest.approx(1e-3)
     assert all(a < b for a, b in zip(lrs[: w - 2], lrs[1 : w - 1], strict=True))
     assert all(a >= b for a, b in zip(lrs[w - 1 : -1], lrs[w:], strict=True)) and lrs[-1] < 2e-4
+
+
+def test_config_and_recipe_files_that_are_not_mappings_are_named_in_the_error(tmp_path):
+    from diffutron.config import load_recipe
+
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match=r"list.yaml: the top level must be a mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"list.yaml: the top level must be a mapping"):
+        load_recipe(bad)
+    with pytest.raises(FileNotFoundError, match="recipe file"):
+        load_recipe(tmp_path / "missing.yaml")

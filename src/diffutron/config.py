@@ -230,16 +230,22 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-def load_config(path: str | Path, cls: type[T] = RunConfig) -> T:
+def _read_yaml_file(path: str | Path, what: str, top_level: str) -> tuple[Path, dict[str, Any]]:
+    """The mapping at the top of a YAML file, with errors that name the file."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise FileNotFoundError(f"{what} file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raise ConfigError(f"{path}: the top level must be a mapping ({top_level})")
+    return path, data
+
+
+def load_config(path: str | Path, cls: type[T] = RunConfig) -> T:
+    path, data = _read_yaml_file(path, "config", "of sections")
     try:
         return from_dict(cls, data)
     except ConfigError as exc:
@@ -293,15 +299,7 @@ def validate_recipe(recipe: RecipeConfig) -> None:
 
 
 def load_recipe(path: str | Path) -> RecipeConfig:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"recipe file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping (name, model, stages, ...)")
+    path, data = _read_yaml_file(path, "recipe", "name, model, stages, ...")
     try:
         return recipe_from_dict(data)
     except ConfigError as exc:
