@@ -11,7 +11,9 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["train", "generate", "evaluate"]  # modules under diffutron.cli, in help order
+from .. import __version__
+
+COMMANDS = ["train", "recipe", "generate", "evaluate"]  # modules under diffutron.cli, in help order
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="diffutron", description="Masked diffusion language models for Turkish."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_parsers(sub)
