@@ -30,9 +30,11 @@ def _show(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from ..config import load_recipe
     from ..shipped import resolve
+
+    recipe = load_recipe(resolve(args.recipe, "recipe"))  # before the heavy imports: fails at once
     from ..training.recipe_check import check_recipe, format_check
 
-    report = check_recipe(load_recipe(resolve(args.recipe, "recipe")))
+    report = check_recipe(recipe)
     print(format_check(report))
     return 0 if report.ok else 1
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 
@@ -58,6 +59,9 @@ def _quickstart_full(args: argparse.Namespace) -> int:
     return 0
 
 
+_EXPONENT_ONLY = re.compile(r"^[+-]?\d+[eE][+-]?\d+$")
+
+
 def with_overrides(cfg, assignments: list[str]):
     """``cfg`` with ``--set KEY=VALUE`` applied (dotted keys, YAML values), re-checked like a file."""
     if not assignments:
@@ -80,9 +84,12 @@ def with_overrides(cfg, assignments: list[str]):
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
             node = node[part]
         try:
-            node[leaf] = yaml.safe_load(text)
+            value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML: {exc}") from exc
+        if isinstance(value, str) and _EXPONENT_ONLY.match(value):
+            value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string; users mean the number
+        node[leaf] = value
     try:
         return from_dict(type(cfg), data)
     except ConfigError as exc:
@@ -92,10 +99,11 @@ def with_overrides(cfg, assignments: list[str]):
 def _train(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..shipped import resolve
+
+    path = resolve(args.config, "config")  # before the heavy imports: a wrong name fails at once
+    cfg = with_overrides(load_config(path), args.set or [])
     from ..training import train
 
-    path = resolve(args.config, "config")
-    cfg = with_overrides(load_config(path), args.set or [])
     out = args.out or str(Path("runs") / path.stem)
     r = train(cfg, out, resume=args.resume, max_steps=args.max_steps)
     if not r.summary:  # not the main process of a distributed run: the main one reports
@@ -110,9 +118,10 @@ def _train(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ..config import load_recipe
     from ..shipped import resolve
+
+    recipe = load_recipe(resolve(args.recipe, "recipe"))  # before the heavy imports: fails at once
     from ..training.pipeline import format_pipeline, run_recipe
 
-    recipe = load_recipe(resolve(args.recipe, "recipe"))
     out = args.out or str(Path("runs") / recipe.name)
     result = run_recipe(recipe, out, resume=args.resume, max_steps=args.max_steps)
     print(f"\nRecipe {recipe.name}: {len(result.stages)} stages done.")
