@@ -164,7 +164,7 @@ def add_parsers(sub) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="override one config key, value in YAML (repeatable): --set training.lr=3e-4 "
-        "--set data.sources=[notes.txt] --set data.max_documents=50",
+        "--set 'data.sources=[notes.txt]' --set data.max_documents=50",
     )
     p.set_defaults(func=_train)
 
