@@ -185,3 +185,18 @@ def test_set_overrides_one_key_and_rejects_unknown_keys_by_name():
         with_overrides(cfg, ["training.lr=fast"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         with_overrides(cfg, ["training.lr"])
+
+
+def test_the_top_level_api_resolves_every_name_it_lists():
+    import diffutron
+    from diffutron.sampling import generate
+    from diffutron.training import train
+
+    assert re.match(r"\d+\.\d+", diffutron.__version__)  # the exact value: checked on the wheel above
+    for name in diffutron.__all__:
+        assert getattr(diffutron, name) is not None, name
+    assert diffutron.generate is generate and diffutron.train is train
+    assert diffutron.shipped_path("quickstart-tr") == resolve("quickstart-tr", "recipe")
+    assert set(diffutron.__all__) <= set(dir(diffutron))
+    with pytest.raises(AttributeError, match="no attribute 'trian'"):
+        diffutron.trian  # noqa: B018
