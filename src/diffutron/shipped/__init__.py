@@ -57,23 +57,22 @@ def resolve(name_or_path: str | Path, kind: str | None = None) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    what = kind or "recipe or config"
     item = find(path.name)
-    looks_like_path = len(path.parts) > 1 or path.suffix in (".yaml", ".yml")
-    if item is not None and (kind is None or item.kind == kind) and not looks_like_path:
-        return item.path
-    if item is not None and kind is not None and item.kind != kind and not looks_like_path:
+    what = kind or "recipe or config"
+    shipped = ", ".join(s.name for s in available(kind))
+    if len(path.parts) > 1 or path.suffix in (".yaml", ".yml"):  # meant as a file
+        hint = f"; the shipped {item.kind} of that name is `{item.name}`" if item else ""
+        raise FileNotFoundError(f"{what} file {path} does not exist{hint} (shipped: {shipped})")
+    if item is None:
+        raise FileNotFoundError(
+            f"{name_or_path!r} is neither a file nor a shipped {what}; shipped: {shipped} "
+            "(see `diffutron recipe list`)"
+        )
+    if kind is not None and item.kind != kind:
         raise ValueError(
             f"{item.name!r} is a shipped {item.kind}, not a {kind}: use `{COMMANDS[item.kind]} {item.name}`"
         )
-    names = ", ".join(s.name for s in available(kind))
-    if looks_like_path:
-        hint = f"; a shipped {item.kind} has that name: `{item.name}`" if item else ""
-        raise FileNotFoundError(f"{what} file {path} does not exist{hint} (shipped: {names})")
-    raise FileNotFoundError(
-        f"{name_or_path!r} is neither a file nor a shipped {what}; shipped: {names} "
-        "(see `diffutron recipe list`)"
-    )
+    return item.path
 
 
 def read_text(name_or_path: str | Path) -> str:
