@@ -337,3 +337,27 @@ def test_drawing_only_where_a_commit_can_happen_equals_drawing_everywhere(monkey
             assert torch.equal(commit, eager), (trial, rule)
             at = commit[rows, cols]
             assert torch.equal(tokens[at], eager_tokens[at]), (trial, rule)
+
+
+def test_confidence_is_scored_before_top_k_top_p_filtering(tokenizer):
+    """Filtering shapes the draw only (LLaDA, Fast-dLLM): a top token of p = 0.85 keeps confidence
+    0.85 under top_p = 0.8, so threshold decoding at tau = 0.9 does not commit it in the first pass."""
+    rows = {2: confident(300, 0.85), 3: confident(301, 0.95), 4: confident(302, 0.86)}
+    out, _ = run(tokenizer, rows, n_new=3, remasking="threshold", threshold=0.9, top_p=0.8)
+    assert answer_steps(out, 3) == [2, 0, 1]  # 0.95 passes tau; then one per pass, best first
+    # top_k = 1 leaves one id per position; low-confidence order must still follow the model
+    out, _ = run(tokenizer, SCORED, n_new=4, remasking="low_confidence", top_k=1)
+    steps = answer_steps(out, 4)
+    assert [2 + steps.index(i) for i in range(4)] == [3, 5, 2, 4]
+
+
+def test_prepare_returns_unfiltered_logits_for_scoring_and_filtered_ones_for_drawing():
+    from diffutron.sampling.proposals import prepare
+
+    probs = torch.tensor([[0.85, 0.10, 0.05, 0.0]], dtype=torch.float64)
+    logits = probs.clamp(min=1e-30).log()
+    forbidden = torch.tensor([False, False, False, True])
+    scored, scaled = prepare(logits, forbidden, temperature=1.0, top_k=0, top_p=0.8)
+    assert scored.softmax(-1)[0, 0].item() == pytest.approx(0.85)
+    assert scored[0, 3].item() == float("-inf")  # forbidden ids stay out of the scores
+    assert torch.isinf(scaled[0, 1:]).all() and scaled[0, 0].isfinite()  # the draw sees the cut
