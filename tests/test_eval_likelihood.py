@@ -262,3 +262,21 @@ def test_a_token_straddling_the_border_is_scored_as_answer(tokenizer):
     whole = tokenizer("Ankara'da", add_special_tokens=False)["input_ids"]
     assert list(pair.context) + list(pair.answer) == whole and len(pair.answer) >= 1
     assert tokenizer.decode(list(pair.answer)).endswith("da")
+
+
+def test_a_trailing_newline_of_the_context_stays_in_the_context(tokenizer):
+    """IronyTR's prompt ends in "\\n" (its own token under the project pre-tokenizer): each choice must
+    be scored as its own tokens, not as ["\\n", " Evet"]."""
+    from diffutron.evaluation.tasks import get_task
+
+    task = get_task("ironytr")
+    prompt = task.prompt.format(text="Harika, yine yağmur yağıyor, tam piknik havası.")
+    assert prompt.endswith("\n")
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    for choice in task.choices:
+        pair = encode_pair(tokenizer, prompt, task.delimiter + choice)
+        assert list(pair.context[-len(newline) :]) == newline  # the context keeps its newline
+        assert "\n" not in tokenizer.decode(list(pair.answer))
+        assert tokenizer.decode(list(pair.answer)) == task.delimiter + choice
+        whole = tokenizer(prompt + task.delimiter + choice, add_special_tokens=False)["input_ids"]
+        assert list(pair.context) + list(pair.answer) == whole

@@ -86,15 +86,14 @@ def encode_pair(
 ) -> EncodedPair:
     """Split one tokenisation of ``context + continuation`` into context and answer ids.
 
-    Trailing whitespace of the context moves to the continuation (as lm-eval does), so
-    ``"Cevap: " + "A"`` is scored like ``"Cevap:" + " A"`` and BPE sees the space where it belongs.
-    A token that straddles the border (BPE merged across it) counts as answer, so the answer ids are
-    always a suffix of the joint tokenisation and never include special tokens.
+    The context keeps its own tokens: a trailing ``"\n"`` (its own token under our pre-tokenizer)
+    stays in the context, so ``"...mı?\n" + " Evet"`` scores ``[" Evet"]``, not ``["\n", " Evet"]``
+    (under the ELBO an extra answer token does not cost every choice the same, and a one-token answer
+    would lose its exact score). Only what BPE merges across the border joins the answer: for
+    ``"Cevap: " + "A"`` the space merges into ``" A"``, a token that straddles the border, and counts
+    as answer, so ``"Cevap: " + "A"`` is scored like ``"Cevap:" + " A"``. The answer ids are always a
+    suffix of the joint tokenisation and never include special tokens.
     """
-    stripped = context.rstrip()
-    if stripped != context:
-        continuation = context[len(stripped) :] + continuation
-        context = stripped
     whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
     ctx = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
     common = 0
