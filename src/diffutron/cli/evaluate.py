@@ -94,6 +94,7 @@ def _perplexity(args: argparse.Namespace) -> int:
         schedule=loaded.settings.make_schedule(),
         t_samples=args.t_samples,
         max_length=args.max_length,
+        context_length=loaded.settings.context_length,
         batch_size=args.batch_size,
         seed=args.seed,
         progress=not args.json,
@@ -159,7 +160,9 @@ def add_parsers(sub) -> None:
     p.add_argument("sources", nargs="+", help="text sources: file.txt, file.jsonl, dir/, hub:<id>, embedded")
     p.add_argument("--t-samples", type=int, default=8, help="stratified noise levels per window (default 8)")
     p.add_argument(
-        "--max-length", type=int, help="window length in tokens (default 512 or the model's context)"
+        "--max-length",
+        type=int,
+        help="window length in tokens (default: the training length in the checkpoint, else the context)",
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)

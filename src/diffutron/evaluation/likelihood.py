@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from ..diffusion.loss import weighted_masked_nll
-from ..models.heads import MaskedLMParts
+from ..models.heads import MaskedLMParts, context_limit
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class LikelihoodConfig:
     batch_size: int = 32  # rows (one masked copy of one request) per forward pass
     seed: int = 0
     enumerate_small: bool = True  # exact ELBO when 2^L - 1 <= samples (at most `samples` rows)
-    max_length: int | None = None  # default: the model's max_position_embeddings
+    max_length: int | None = None  # default: the model's context (models.heads.context_limit)
     sparse_head: bool = True  # False: full output head on every position (the naive path)
 
 
@@ -186,7 +186,7 @@ class ContinuationScorer:
         self.config = config or LikelihoodConfig()
         self.parts = MaskedLMParts(model)
         self.affixes = special_affixes(tokenizer) if tokenizer is not None else ((), ())
-        limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        limit = context_limit(model)
         self.max_length = self.config.max_length or limit or 512
         if pad_id is None and tokenizer is not None:
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

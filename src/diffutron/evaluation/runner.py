@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_json
+from ..models.heads import context_limit
 from .likelihood import ContinuationScorer, LikelihoodConfig, special_affixes
 from .metrics import (
     Metric,
@@ -291,7 +292,7 @@ class Evaluator:
             temperature=0.0,
             seed=c.seed,
         )
-        limit = c.max_length or getattr(self.model.config, "max_position_embeddings", 512)
+        limit = c.max_length or context_limit(self.model) or 512
         prefix, _ = special_affixes(self.tokenizer)
         budget = limit - n_new - len(prefix)
         fitted = [self._fit_prompt(task, item.fields, budget) for item in data.items]

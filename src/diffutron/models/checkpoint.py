@@ -38,6 +38,7 @@ class DiffusionSettings:
     mask_token_id: int | None = None
     normalization: str = "token"
     t_eps: float = 1e-3
+    context_length: int | None = None  # tokens per training row (block / SFT length): perplexity windows
     format_version: int = FORMAT_VERSION
 
     def make_schedule(self) -> Schedule:

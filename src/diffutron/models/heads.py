@@ -38,6 +38,24 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+# RoBERTa-type models number positions from padding_idx + 1: of ``max_position_embeddings`` slots,
+# padding_idx + 1 (2 for RoBERTa / XLM-R) are never used by a real token.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def context_limit(model: nn.Module) -> int | None:
+    """The most tokens the model can take in one sequence (``None`` when its config does not say):
+    ``max_position_embeddings``, less the padding offset of RoBERTa-type position ids."""
+    config = getattr(_unwrap(model), "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
+        pad = getattr(config, "pad_token_id", None)
+        limit -= (pad if pad is not None else 1) + 1
+    return int(limit)
+
+
 class MaskedLMParts(nn.Module):
     """Encoder/head view of a masked language model."""
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..diffusion.schedules import LinearSchedule, Schedule
-from ..models.heads import MaskedLMParts
+from ..models.heads import MaskedLMParts, context_limit
 from .commit import (
     SCORERS,
     above_threshold,
@@ -118,7 +118,7 @@ def _right_padded(rows: list[list[int]], fill: int) -> tuple[torch.Tensor, torch
 
 
 def _check_context(model: torch.nn.Module, width: int, what: str) -> None:
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    limit = context_limit(model)  # RoBERTa-type: max_position_embeddings less the padding offset
     if limit is not None and width > limit:
         raise ValueError(f"{what} ({width} tokens) exceed the model's context of {limit}")
 

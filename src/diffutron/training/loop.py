@@ -186,6 +186,7 @@ def train(
         mask_token_id=mask_id,
         normalization=cfg.diffusion.normalization,
         t_eps=cfg.diffusion.t_eps,
+        context_length=int(data.length),
     )
 
     # 2. batches; `epochs` fixes the step total from the epoch size
