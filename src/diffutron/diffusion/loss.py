@@ -3,7 +3,7 @@
 NELBO(x0) = E_t [ w(t) * sum_{i masked} -log p(x0_i | x_t) ],  w(t) = -alpha'(t) / (1 - alpha(t)).
 
 One call of ``mdlm_loss`` on a batch:
-  1. one t per sequence (stratified over the batch by default);
+  1. one t per sequence (systematic over the batch by default: one offset, evenly spaced);
   2. mask each maskable token with probability 1 - alpha(t);
   3. encode the noisy batch; run the output head only on masked rows, in chunks when the
      [rows x vocab] logits would be large (each chunk re-computed in backward instead of stored);
@@ -103,7 +103,7 @@ def weighted_masked_nll(
         max_logit_elements=max_logit_elements,
     )  # [N]
     out = torch.zeros(masked.shape, dtype=ce.dtype, device=ce.device)
-    row_weights = weights.to(ce.dtype)[:, None].expand_as(masked)[masked]
+    row_weights = weights.to(device=ce.device, dtype=ce.dtype)[:, None].expand_as(masked)[masked]
     return out.masked_scatter(masked, ce * row_weights)
 
 
@@ -118,7 +118,7 @@ def mdlm_loss(
     normalization: str = "token",
     generator: torch.Generator | None = None,
     t: torch.Tensor | None = None,
-    antithetic: bool = True,
+    stratified: bool = True,
     eps: float = T_EPS,
     sparse_head: bool = True,
     max_logit_elements: int = MAX_LOGIT_ELEMENTS,
@@ -127,7 +127,8 @@ def mdlm_loss(
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     batch = input_ids.shape[0]
     if t is None:
-        t = sample_times(batch, eps=eps, antithetic=antithetic, generator=generator, device=input_ids.device)
+        t = sample_times(batch, eps=eps, stratified=stratified, generator=generator, device=input_ids.device)
+    t = t.to(input_ids.device)  # a t given on the CPU for GPU inputs: weights index GPU masks below
     noisy, masked = mask_tokens(input_ids, maskable, t, schedule, mask_id, generator=generator)
     weights = schedule.weight(t.float())
     nll = weighted_masked_nll(

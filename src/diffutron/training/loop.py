@@ -290,7 +290,7 @@ def train(
                     mask_id=mask_id,
                     normalization=cfg.diffusion.normalization,
                     generator=generator,
-                    antithetic=cfg.diffusion.antithetic,
+                    stratified=cfg.diffusion.stratified_t,
                     eps=cfg.diffusion.t_eps,
                 )
                 accelerator.backward(out.loss / tc.grad_accum)
