@@ -280,3 +280,19 @@ def test_a_trailing_newline_of_the_context_stays_in_the_context(tokenizer):
         assert tokenizer.decode(list(pair.answer)) == task.delimiter + choice
         whole = tokenizer(prompt + task.delimiter + choice, add_special_tokens=False)["input_ids"]
         assert list(pair.context) + list(pair.answer) == whole
+
+
+def test_choices_of_equal_token_length_share_their_masks(tokenizer):
+    """Common random numbers: the masks of a choice depend on the context and the answer's length,
+    so two equally long choices differ only in their tokens; other lengths, or another context, differ."""
+    ctx = "Kelime: kitap\nÇekimli biçim:"
+    pairs = [encode_pair(tokenizer, ctx, " " + w) for w in ("kitaplarımızdan", "kitaplarınızdan", "kitap")]
+    assert len(pairs[0].answer) == len(pairs[1].answer) > 5 and pairs[0].answer != pairs[1].answer
+
+    def plan(pair, **kw):
+        return [(r.positions, r.coef) for r in plan_rows(pair, 0, 16, seed=0, enumerate_small=False, **kw)]
+
+    assert plan(pairs[0]) == plan(pairs[1])
+    assert plan(pairs[0], common_masks=False) != plan(pairs[1], common_masks=False)
+    other = encode_pair(tokenizer, "Kelime: ev\nÇekimli biçim:", " kitaplarımızdan")
+    assert plan(other) != plan(pairs[0])

@@ -46,6 +46,7 @@ def _eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         limit=args.limit,
+        sample=args.sample,
         data_dir=args.data_dir,
         data_files=files,
         split=args.split,
@@ -136,7 +137,13 @@ def add_parsers(sub) -> None:
         "--data-file", action="append", metavar="TASK=PATH", help="an explicit file or folder for one task"
     )
     p.add_argument("--split", help="score this split instead of each task's CETVEL split")
-    p.add_argument("--limit", type=int, help="score the first N items of each task")
+    p.add_argument("--limit", type=int, help="score the first N items of each task (as lm-eval)")
+    p.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="score N items of each task drawn at random (seeded by --seed)",
+    )
     p.add_argument("--samples", type=int, default=32, help="Monte-Carlo samples per choice (default 32)")
     p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (default 32)")
     p.add_argument("--no-enumerate", action="store_true", help="sample even where the exact ELBO is as cheap")

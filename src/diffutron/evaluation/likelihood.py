@@ -26,8 +26,11 @@ log p(answer | context) has no closed form for a masked diffusion model; we esti
 4. Each row contributes coef * sum(CE) with coef = (L/m)/n (sampled) or 1/(m*C(L,m)) (enumerated);
    the estimate is minus the sum over a request's rows.
 
-Deterministic under ``seed``: each request's masks come from its own generator, seeded by the seed
-and the request's token ids, so scores do not depend on batching, order or ``--limit``.
+Deterministic under ``seed``: each request's masks come from its own generator, seeded by the seed,
+the context's token ids and the answer's *length* — common random numbers: choices of one item with
+the same number of tokens are scored with the same masks, so their difference carries less Monte-Carlo
+noise (``common_masks=False``: seeded by the answer's ids too, independent masks per choice). Scores do
+not depend on batching, order or ``--limit``.
 
 :func:`reference_loglikelihood` is the slow reference (one forward pass per sample per request, full
 output head): the same masks and numbers, kept for tests and the throughput benchmark.
@@ -109,6 +112,7 @@ class LikelihoodConfig:
     batch_size: int = 32  # rows (one masked copy of one request) per forward pass
     seed: int = 0
     enumerate_small: bool = True  # exact ELBO when 2^L - 1 <= samples (at most `samples` rows)
+    common_masks: bool = True  # choices of equal token length share their masks (common random numbers)
     max_length: int | None = None  # default: the model's context (models.heads.context_limit)
     sparse_head: bool = True  # False: full output head on every position (the naive path)
 
@@ -132,16 +136,24 @@ class Row:
     count: int = 1  # samples that drew this same mask (merged: one forward pass for all of them)
 
 
-def _request_rng(seed: int, pair: EncodedPair) -> random.Random:
+def _request_rng(seed: int, pair: EncodedPair, common: bool = True) -> random.Random:
     # str seeds are hashed with SHA-512 by `random`: stable across processes (unlike hash()).
-    return random.Random(f"{seed}|{pair.context}|{pair.answer}")
+    answer = len(pair.answer) if common else pair.answer  # common: one mask plan per answer length
+    return random.Random(f"{seed}|{pair.prefix}|{pair.context}|{answer}")
 
 
 def plan_rows(
-    pair: EncodedPair, request: int, samples: int, seed: int, enumerate_small: bool, dedupe: bool = True
+    pair: EncodedPair,
+    request: int,
+    samples: int,
+    seed: int,
+    enumerate_small: bool,
+    dedupe: bool = True,
+    common_masks: bool = True,
 ) -> list[Row]:
     """The masked copies of one request and their weights (steps 2 and 4 of the module docstring).
-    Samples that drew the same mask (always the case for m = L) share one row when ``dedupe``."""
+    Samples that drew the same mask (always the case for m = L) share one row when ``dedupe``.
+    ``common_masks``: the masks depend on the context and the answer's length, not its ids."""
     n_ans = len(pair.answer)
     if n_ans == 0:
         return []
@@ -151,7 +163,7 @@ def plan_rows(
             coef = 1.0 / (m * math.comb(n_ans, m))  # (1/L) * (L/m) * 1/C(L, m)
             rows += [Row(request, s, coef) for s in itertools.combinations(range(n_ans), m)]
         return rows
-    rng = _request_rng(seed, pair)
+    rng = _request_rng(seed, pair, common_masks)
     offset = rng.random() * n_ans
     drawn: dict[tuple[int, ...], int] = {}
     rows = []
@@ -224,7 +236,9 @@ class ContinuationScorer:
         rows = [
             r
             for i, p in enumerate(pairs)
-            for r in plan_rows(p, i, cfg.samples, cfg.seed, cfg.enumerate_small)
+            for r in plan_rows(
+                p, i, cfg.samples, cfg.seed, cfg.enumerate_small, common_masks=cfg.common_masks
+            )
         ]
         row_sums, passes = self._row_sums(pairs, rows)  # coef * sum CE, per row
         exact = [
