@@ -45,7 +45,7 @@ from .prepare import TrainData, build_model, prepare_chat_template, prepare_data
 from .state import TrainState, latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 
 log = logging.getLogger(__name__)
-CALIBRATION_STEPS = 5  # steps timed before a time-budgeted run fixes its length
+CALIBRATION_STEPS = 5  # steps a time-budgeted run takes before it first sizes itself
 
 
 @dataclass
@@ -272,7 +272,7 @@ def train(
     # the "before" numbers: measured now, or read back from the log of the run being resumed
     first_eval = evaluate(state.step) if state.step == 0 else _logged_eval(metrics_path, step=0)
     t_start, tokens_at_start, start_step = time.perf_counter(), state.tokens, state.step
-    calibrated = resume_from is not None  # a resumed run keeps the total it fixed before
+    budget = _TimeBudget(tc.max_minutes, tc.max_steps) if tc.max_minutes else None
     elapsed_before = state.elapsed_s
     while state.step < state.total_steps:
         step_tokens, loss_sum = 0, 0.0
@@ -307,12 +307,8 @@ def train(
         state.elapsed_s = elapsed_before + elapsed
         tok_s = (state.tokens - tokens_at_start) / max(elapsed, 1e-9)
 
-        # time budget: after a few steps, fix the total so the cosine ends when the budget does
-        if tc.max_minutes and not calibrated and state.step - start_step >= CALIBRATION_STEPS:
-            calibrated = True
-            per_step = elapsed / (state.step - start_step)
-            budget_steps = state.step + int((tc.max_minutes * 60 - state.elapsed_s) / per_step)
-            state.total_steps = max(state.step + 1, min(state.total_steps, budget_steps))
+        # time budget: size the run from the recent pace, so the cosine ends when the budget does
+        if budget is not None and budget.update(state, start_step):
             bar.total = state.total_steps
         if main and (state.step % tc.log_every == 0 or state.step == state.total_steps):
             _append_jsonl(
@@ -382,6 +378,34 @@ def train(
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(out_dir=out_dir, model_dir=model_dir, state=state, val=final_eval, summary=summary)
+
+
+class _TimeBudget:
+    """Sizes a run to ``max_minutes`` of training. The first steps are the slowest (warm-up of the
+    allocator, caches, the first evaluation's pages), so the pace is re-measured as training runs:
+    after ``CALIBRATION_STEPS`` steps, and from then on every step from the steps since then only.
+    The total is the steps the remaining time allows at that pace (at most the configured
+    ``max_steps``); when the time is spent, the run stops. Evaluations inside the loop count as
+    training time: the budget given is the budget spent."""
+
+    def __init__(self, minutes: float, max_steps: int):
+        self.seconds, self.cap = minutes * 60, max_steps
+        self.mark: tuple[int, float] | None = None  # (step, elapsed) where the pace is measured from
+
+    def update(self, state: TrainState, start_step: int) -> bool:
+        """Re-size ``state.total_steps``; True when it changed."""
+        if state.step - start_step < CALIBRATION_STEPS:
+            return False
+        if self.mark is None or state.step == self.mark[0]:
+            self.mark = self.mark or (state.step, state.elapsed_s)
+            pace = state.elapsed_s / max(state.step, 1)  # the first estimate: the slow steps only
+        else:
+            pace = (state.elapsed_s - self.mark[1]) / (state.step - self.mark[0])
+        left = self.seconds - state.elapsed_s
+        total = state.step + max(0, int(left / max(pace, 1e-9)))
+        total = max(state.step, min(self.cap, total))
+        changed, state.total_steps = total != state.total_steps, total
+        return changed
 
 
 class _nullcontext:
