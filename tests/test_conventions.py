@@ -113,3 +113,15 @@ def test_the_sampler_refuses_a_canvas_past_a_roberta_models_real_context(tokeniz
         generate(model, tokenizer, [prompt], GenerationConfig(max_new_tokens=13, steps=1, block_size=0))
     out = generate(model, tokenizer, [prompt], GenerationConfig(max_new_tokens=12, steps=1, block_size=0))
     assert len(out.token_ids) == 1
+
+
+def test_perplexity_shows_progress_while_tokenising_and_scoring(tokenizer, micro_model, capfd):
+    from diffutron.diffusion import get_schedule
+    from diffutron.evaluation import text_perplexity
+
+    kw = dict(mask_id=tokenizer.mask_token_id, schedule=get_schedule("linear"), t_samples=1)
+    text_perplexity(micro_model, tokenizer, [DOC] * 3, progress=True, **kw)
+    err = capfd.readouterr().err
+    assert "tokenising" in err and "3/3" in err and "ELBO" in err
+    text_perplexity(micro_model, tokenizer, [DOC] * 3, progress=False, **kw)
+    assert capfd.readouterr().err == ""

@@ -139,3 +139,22 @@ def test_settings_file_from_a_newer_version_loads_with_unknown_keys_ignored(tmp_
     data["future_field"] = 1
     path.write_text(json.dumps(data))
     assert load_checkpoint(tmp_path / "m").settings.mask_token_id == 4
+
+
+def test_loading_a_checkpoint_hides_the_weight_loading_bar_unless_verbose(
+    tmp_path, micro_model, tokenizer, capfd
+):
+    import logging
+
+    save_checkpoint(tmp_path / "m", micro_model, tokenizer, DiffusionSettings(mask_token_id=4))
+    capfd.readouterr()
+    load_checkpoint(tmp_path / "m")
+    assert "Loading weights" not in capfd.readouterr().err
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)  # what `diffutron -v` sets
+    try:
+        load_checkpoint(tmp_path / "m")
+    finally:
+        root.setLevel(level)
+    assert "Loading weights" in capfd.readouterr().err

@@ -78,8 +78,8 @@ def elbo_perplexity(
         )
     prior = prior_weight(schedule)
     per_seq_nelbo, per_seq_tokens = [], []
-    iterator = range(0, blocks.shape[0], batch_size)
-    for start in tqdm(iterator, desc="ELBO", disable=not progress, leave=False):
+    bar = tqdm(total=blocks.shape[0], desc="ELBO", unit="seq", disable=not progress)
+    for start in range(0, blocks.shape[0], batch_size):
         ids = blocks[start : start + batch_size].to(device)
         mk = maskable[start : start + batch_size].to(device)
         am = attention_mask[start : start + batch_size].to(device) if attention_mask is not None else None
@@ -100,6 +100,8 @@ def elbo_perplexity(
             total += nll.sum(dim=1).double().cpu()
         per_seq_nelbo.append(total)
         per_seq_tokens.append(mk.sum(dim=1).double().cpu())
+        bar.update(b)
+    bar.close()
     if was_training:
         parts.train()
     nelbo = torch.cat(per_seq_nelbo)

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from ..diffusion.elbo import elbo_perplexity
 from ..diffusion.schedules import Schedule
@@ -72,7 +73,7 @@ class TextPerplexity:
 
 
 def text_windows(
-    tokenizer, texts: Iterable[str], max_length: int
+    tokenizer, texts: Iterable[str], max_length: int, progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, int]]:
     """(ids [N, T], maskable [N, T], attention [N, T], counts) for the windows of ``texts``: each
     document framed ``<bos> text <eos>`` and cut every ``max_length`` tokens; only text is maskable."""
@@ -82,7 +83,7 @@ def text_windows(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     windows: list[tuple[list[int], int, int]] = []  # (ids, first text position, end of text)
     counts = {"documents": 0, "bytes": 0, "characters": 0}
-    for raw in texts:
+    for raw in tqdm(texts, desc="tokenising", unit="doc", disable=not progress):
         doc = normalize(raw).strip()
         if not doc:
             continue
@@ -127,7 +128,7 @@ def text_perplexity(
     else the model's context limit."""
     limit = context_limit(model) or DEFAULT_MAX_LENGTH
     max_length = min(max_length or context_length or limit, limit)
-    ids, maskable, attention, counts = text_windows(tokenizer, texts, max_length)
+    ids, maskable, attention, counts = text_windows(tokenizer, texts, max_length, progress)
     r = elbo_perplexity(
         MaskedLMParts(model),
         ids,
