@@ -233,3 +233,12 @@ def test_a_time_budget_is_spent_even_when_the_first_steps_are_slow(tmp_path, tr_
     r = train(cfg, tmp_path / "budget", progress=False)
     assert 27.0 <= r.summary["train_seconds"] <= 33.0
     assert r.state.step == r.state.total_steps >= 40  # 5 slow steps + ~40 fast ones
+
+
+def test_train_reads_as_its_phases():
+    import inspect
+
+    lines = len(inspect.getsource(train).splitlines())
+    assert lines <= 80, f"train() has {lines} lines: keep its phases in _prepare/_step/_evaluate/_finish"
+    for phase in ("_prepare", "_step", "_evaluate", "_finish"):
+        assert f"{phase}(" in inspect.getsource(train)

@@ -98,6 +98,8 @@ class SftConfig:
 
 @dataclass
 class LoraConfig:
+    """LoRA adapters (``models.lora.apply_lora``); the defaults are the published CPT setting."""
+
     enabled: bool = False
     r: int = 256
     alpha: int = 256
