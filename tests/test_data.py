@@ -338,6 +338,12 @@ def test_packing_puts_one_eos_after_each_document_and_cuts_exact_blocks():
     assert packer.documents == 4 and packer.tokens == len(stream)
 
 
+def test_packing_with_a_bos_id_frames_each_document():
+    packer = pack_token_stream([[10, 11], [], [20]], block_size=3, eos_id=1, bos_id=2)
+    assert list(packer) == [[2, 10, 11], [1, 2, 20]] and packer.dropped_tail_tokens == 1
+    assert packer.documents == 2 and packer.tokens == 7
+
+
 def test_packing_a_document_longer_than_many_blocks_keeps_every_token():
     doc = list(range(100, 100 + 1003))
     packer = Packer([doc], block_size=10, eos_id=1)
@@ -364,12 +370,12 @@ def test_build_blocks_matches_tokenising_and_packing_by_hand(tokenizer):
     docs = [S1, S2, S3, S4] * 3
     blocks = build_blocks(docs, tokenizer, block_size=16, batch_docs=5, progress=False)
     stream: list[int] = []
-    for d in docs:
-        stream += tokenizer(d, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    for d in docs:  # each document framed as the tokenizer frames a text: <bos> ... <eos>
+        stream += tokenizer(d)["input_ids"]
     n = len(stream) // 16
     assert blocks.dtype == np.int32 and blocks.shape == (n, 16)
     assert blocks.ravel().tolist() == stream[: n * 16]
-    assert tokenizer.bos_token_id not in blocks  # no <bos>: documents are separated by <eos> only
+    assert stream.count(tokenizer.bos_token_id) == len(docs) == stream.count(tokenizer.eos_token_id)
 
 
 def test_build_blocks_writes_a_cache_and_reuses_it_without_reading_documents(tokenizer, tmp_path: Path):

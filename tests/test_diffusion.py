@@ -34,10 +34,31 @@ def test_unknown_schedule_is_rejected_with_the_known_names():
         get_schedule("quadratic")
 
 
-def test_antithetic_times_cover_the_unit_interval_evenly():
+def test_stratified_times_cover_the_unit_interval_evenly():
     t = sample_times(8, generator=torch.Generator().manual_seed(0))
     bins = torch.floor(((t - 1e-3) / (1 - 1e-3)) * 8).long()
     assert sorted(bins.tolist()) == list(range(8))
+
+
+def test_stratified_times_are_systematic_not_antithetic():
+    """One shared offset, evenly spaced (systematic sampling): the name says so, and the pairs
+    t, 1 - t of antithetic sampling are not what it draws."""
+    t = sample_times(4, eps=0.0, stratified=True, generator=torch.Generator().manual_seed(3)).double()
+    gaps = torch.diff(torch.sort(t).values)
+    assert torch.allclose(gaps, torch.full_like(gaps, 0.25), atol=1e-6)
+    iid = sample_times(4, eps=0.0, stratified=False, generator=torch.Generator().manual_seed(3)).double()
+    assert not torch.allclose(torch.diff(torch.sort(iid).values), torch.full((3,), 0.25, dtype=torch.float64))
+    from diffutron.config import DiffusionConfig
+
+    assert DiffusionConfig().stratified_t and not hasattr(DiffusionConfig(), "antithetic")
+
+
+def test_cosine_masks_fast_near_zero_and_slowly_near_one():
+    cos, lin = get_schedule("cosine"), get_schedule("linear")
+    near0, near1 = torch.tensor(0.05), torch.tensor(0.95)
+    assert cos.mask_probability(near0) > 1.5 * lin.mask_probability(near0)
+    assert cos.alpha_prime(near1).abs() < 0.2 * lin.alpha_prime(near1).abs()  # the rate, not the level
+    assert "fast near t = 0" in type(cos).__doc__
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
@@ -159,3 +180,60 @@ def test_elbo_perplexity_is_deterministic_and_reports_stderr(micro_model, tokeni
     assert math.isfinite(a.stderr_nelbo) and a.stderr_nelbo > 0
     # an untrained model is about as good as uniform over the vocabulary, not wildly better
     assert a.perplexity > len(tokenizer) / 4
+
+
+class _Unigram(torch.nn.Module):
+    """A masked LM whose logits ignore the input: p(x) = softmax(bias), the same at every position."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.randn(vocab, generator=torch.Generator().manual_seed(0)))
+        self.config = type("C", (), {"model_type": "unigram", "vocab_size": vocab})()
+
+    def forward(self, input_ids, attention_mask=None):
+        return type("O", (), {"logits": self.bias.expand(*input_ids.shape, -1)})()
+
+
+@pytest.mark.parametrize("name, kwargs", [("loglinear", {"eps": 0.3}), ("linear", {}), ("cosine", {})])
+def test_elbo_perplexity_is_an_upper_bound_for_every_schedule(name, kwargs):
+    """For one-token sequences the exact NLL is CE(x | [M]); the ELBO must not read below it. Without
+    the prior term a loglinear schedule reads (1 - eps) CE: 30 % low here."""
+    model = _Unigram(12)
+    blocks = torch.randint(5, 12, (400, 1), generator=torch.Generator().manual_seed(1))
+    logp = torch.log_softmax(model.bias.detach().index_fill(0, torch.tensor([4]), float("-inf")), -1)
+    nll = float(-logp[blocks.squeeze(1)].mean())
+    r = elbo_perplexity(
+        MaskedLMParts(model), blocks, schedule=get_schedule(name, **kwargs), mask_id=4, t_samples=16
+    )
+    assert r.nelbo_per_token == pytest.approx(nll, rel=0.08)
+
+
+def test_elbo_perplexity_does_not_mask_padding_given_an_attention_mask(micro_model, tokenizer):
+    blocks = torch.randint(5, len(tokenizer), (4, 16), generator=torch.Generator().manual_seed(0))
+    attention = torch.ones_like(blocks)
+    attention[:, 10:] = 0
+    parts, linear = MaskedLMParts(micro_model), get_schedule("linear")
+    default = elbo_perplexity(
+        parts, blocks, schedule=linear, mask_id=4, attention_mask=attention, t_samples=2
+    )
+    explicit = elbo_perplexity(
+        parts,
+        blocks,
+        schedule=linear,
+        mask_id=4,
+        attention_mask=attention,
+        maskable=attention.bool(),
+        t_samples=2,
+    )
+    assert default.tokens == 40 and default.nelbo_per_token == explicit.nelbo_per_token
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: t on the CPU, inputs on the GPU")
+def test_mdlm_loss_takes_t_on_the_cpu_for_gpu_inputs(micro_model, tokenizer):
+    model = micro_model.cuda()
+    ids = torch.randint(5, len(tokenizer), (2, 16)).cuda()
+    out = mdlm_loss(
+        MaskedLMParts(model), ids, torch.ones_like(ids, dtype=torch.bool), schedule=get_schedule("linear"),
+        mask_id=4, t=torch.tensor([0.3, 0.8]),
+    )  # fmt: skip
+    assert out.loss.is_cuda and torch.isfinite(out.loss)

@@ -262,3 +262,37 @@ def test_a_token_straddling_the_border_is_scored_as_answer(tokenizer):
     whole = tokenizer("Ankara'da", add_special_tokens=False)["input_ids"]
     assert list(pair.context) + list(pair.answer) == whole and len(pair.answer) >= 1
     assert tokenizer.decode(list(pair.answer)).endswith("da")
+
+
+def test_a_trailing_newline_of_the_context_stays_in_the_context(tokenizer):
+    """IronyTR's prompt ends in "\\n" (its own token under the project pre-tokenizer): each choice must
+    be scored as its own tokens, not as ["\\n", " Evet"]."""
+    from diffutron.evaluation.tasks import get_task
+
+    task = get_task("ironytr")
+    prompt = task.prompt.format(text="Harika, yine yağmur yağıyor, tam piknik havası.")
+    assert prompt.endswith("\n")
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    for choice in task.choices:
+        pair = encode_pair(tokenizer, prompt, task.delimiter + choice)
+        assert list(pair.context[-len(newline) :]) == newline  # the context keeps its newline
+        assert "\n" not in tokenizer.decode(list(pair.answer))
+        assert tokenizer.decode(list(pair.answer)) == task.delimiter + choice
+        whole = tokenizer(prompt + task.delimiter + choice, add_special_tokens=False)["input_ids"]
+        assert list(pair.context) + list(pair.answer) == whole
+
+
+def test_choices_of_equal_token_length_share_their_masks(tokenizer):
+    """Common random numbers: the masks of a choice depend on the context and the answer's length,
+    so two equally long choices differ only in their tokens; other lengths, or another context, differ."""
+    ctx = "Kelime: kitap\nÇekimli biçim:"
+    pairs = [encode_pair(tokenizer, ctx, " " + w) for w in ("kitaplarımızdan", "kitaplarınızdan", "kitap")]
+    assert len(pairs[0].answer) == len(pairs[1].answer) > 5 and pairs[0].answer != pairs[1].answer
+
+    def plan(pair, **kw):
+        return [(r.positions, r.coef) for r in plan_rows(pair, 0, 16, seed=0, enumerate_small=False, **kw)]
+
+    assert plan(pairs[0]) == plan(pairs[1])
+    assert plan(pairs[0], common_masks=False) != plan(pairs[1], common_masks=False)
+    other = encode_pair(tokenizer, "Kelime: ev\nÇekimli biçim:", " kitaplarımızdan")
+    assert plan(other) != plan(pairs[0])

@@ -103,7 +103,7 @@ def test_registry_holds_every_task_the_issue_names():
             1,
         ),
         (
-            "turkishmmlu",
+            "turkishmmlu_biology",
             "Soru: Fotosentez hangi organelde gerçekleşir?\nA. Mitokondri\nB. Kloroplast\nC. Ribozom\n"
             "D. Golgi\nE. Lizozom\nCevap:",
             ["A", "B", "C", "D", "E"],
@@ -203,10 +203,24 @@ def test_news_cat_reads_windows_1254_and_utf8_articles_with_their_folder_label()
     assert [w for w in by_where if w.startswith("spor/")] == ["spor/1.txt", "spor/10.txt"]  # natural order
 
 
-def test_turkishmmlu_reports_missing_subject_files_and_reads_the_rest():
-    data = load_task_data(get_task("turkishmmlu"), data_dir=FIXTURES)
-    assert len(data.items) == 2  # Biology (1 good of 2) + History
-    assert sum(p.reason == "release file missing" for p in data.problems) == 7
+def test_turkishmmlu_with_missing_subject_files_is_an_error_naming_them():
+    with pytest.raises(FileNotFoundError, match="7 of 9 release files missing.*Religion_and_Ethics"):
+        load_task_data(get_task("turkishmmlu"), data_dir=FIXTURES)
+    data = load_task_data(get_task("turkishmmlu_biology"), data_dir=FIXTURES)  # one subject alone is fine
+    assert len(data.items) == 1
+
+
+def test_turkishmmlu_reads_the_release_file_names_with_spaces(tmp_path):
+    from diffutron.evaluation.tasks import MMLU_SUBJECTS
+
+    folder = tmp_path / "turkishmmlu"
+    folder.mkdir()
+    biology = (FIXTURES / "turkishmmlu" / "TurkishMMLU_Biology.json").read_text(encoding="utf-8")
+    for subject in MMLU_SUBJECTS:  # the release: "TurkishMMLU_Religion and Ethics.json"
+        (folder / f"TurkishMMLU_{subject.replace('_', ' ')}.json").write_text(biology, encoding="utf-8")
+    data = load_task_data(get_task("turkishmmlu"), data_dir=tmp_path)
+    assert len(data.items) == 9 and "Turkish Language and Literature" in data.source
+    assert not [p for p in data.problems if "missing" in p.reason]
 
 
 def test_split_option_finds_the_release_file_of_that_split():
@@ -336,3 +350,27 @@ def test_a_hub_loading_script_is_read_from_the_parquet_conversion(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     data = load_task_data(get_task("xcopa_tr"))
     assert revisions == [None, PARQUET_BRANCH] and len(data.items) == 1
+
+
+def test_sample_draws_a_seeded_random_subset_across_classes_and_says_so(tmp_path):
+    rows = [
+        {"premise": f"Olay {i}.", "choice1": "Rüzgâr esti.", "choice2": "Kedi uyudu.", "question": "cause",
+         "label": int(i >= 10)}
+        for i in range(20)
+    ]  # fmt: skip
+    (tmp_path / "xcopa_tr").mkdir()
+    (tmp_path / "xcopa_tr" / "test.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in rows), encoding="utf-8"
+    )
+    task = get_task("xcopa_tr")
+    first = load_task_data(task, data_dir=tmp_path, limit=6)
+    assert {i.fields["label"] for i in first.items} == {0} and first.selection == "first 6"
+    a = load_task_data(task, data_dir=tmp_path, sample=6, seed=1)
+    b = load_task_data(task, data_dir=tmp_path, sample=6, seed=1)
+    c = load_task_data(task, data_dir=tmp_path, sample=6, seed=2)
+    assert [i.where for i in a.items] == [i.where for i in b.items] != [i.where for i in c.items]
+    assert {i.fields["label"] for i in a.items} == {0, 1}  # both classes, unlike the first 6
+    lines = [int(i.where.split(":")[1]) for i in a.items]
+    assert lines == sorted(lines) and a.selection == "random 6 of 20, seed 1"
+    with pytest.raises(ValueError, match="not both"):
+        load_task_data(task, data_dir=tmp_path, limit=3, sample=3)

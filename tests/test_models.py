@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
 
+from diffutron.config import LoraConfig
 from diffutron.models import (
     DiffusionSettings,
-    LoraSettings,
     MaskedLMParts,
     apply_lora,
     load_checkpoint,
@@ -105,7 +105,7 @@ def test_not_a_model_folder_is_a_clear_error(tmp_path):
 
 def test_lora_targets_the_four_block_linears_and_merge_keeps_outputs(micro_model):
     ids = torch.randint(5, 500, (2, 16))
-    lora = apply_lora(micro_model, LoraSettings(r=4, alpha=8))
+    lora = apply_lora(micro_model, LoraConfig(r=4, alpha=8))
     names = {n for n, p in lora.named_parameters() if p.requires_grad}
     assert any("Wqkv" in n for n in names) and any("attn.Wo" in n for n in names)
     assert any("mlp.Wi" in n for n in names) and any("mlp.Wo" in n for n in names)
@@ -127,7 +127,7 @@ def test_trainable_share_of_the_published_cpt_setting_is_about_15_percent():
 
     with torch.device("meta"):
         model = ModernBertForMaskedLM(preset_config("mmbert-base"))
-        model = apply_lora(model, LoraSettings(r=256, alpha=256))
+        model = apply_lora(model, LoraConfig(r=256, alpha=256))
     _, _, share = trainable_share(model)
     assert share == pytest.approx(0.1494, abs=0.002)
 
@@ -139,3 +139,41 @@ def test_settings_file_from_a_newer_version_loads_with_unknown_keys_ignored(tmp_
     data["future_field"] = 1
     path.write_text(json.dumps(data))
     assert load_checkpoint(tmp_path / "m").settings.mask_token_id == 4
+
+
+def test_loading_a_checkpoint_hides_the_weight_loading_bar_unless_verbose(
+    tmp_path, micro_model, tokenizer, capfd
+):
+    import logging
+
+    save_checkpoint(tmp_path / "m", micro_model, tokenizer, DiffusionSettings(mask_token_id=4))
+    capfd.readouterr()
+    load_checkpoint(tmp_path / "m")
+    assert "Loading weights" not in capfd.readouterr().err
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)  # what `diffutron -v` sets
+    try:
+        load_checkpoint(tmp_path / "m")
+    finally:
+        root.setLevel(level)
+    assert "Loading weights" in capfd.readouterr().err
+
+
+def test_the_head_owns_its_cross_entropy_and_lora_settings_live_in_one_place():
+    """No import circle (models.heads never imports diffusion), and LoRA settings are config.LoraConfig."""
+    import ast
+    import inspect
+
+    import diffutron.models.heads as heads
+    import diffutron.models.lora as lora
+    from diffutron.diffusion import head_cross_entropy
+
+    imports = [
+        n.module or "" for n in ast.walk(ast.parse(inspect.getsource(heads))) if isinstance(n, ast.ImportFrom)
+    ]
+    assert not [m for m in imports if "diffusion" in m]
+    assert head_cross_entropy is heads.head_cross_entropy
+    assert not hasattr(lora, "LoraSettings") and inspect.signature(lora.apply_lora).parameters[
+        "settings"
+    ].annotation in (LoraConfig, "LoraConfig")

@@ -326,7 +326,16 @@ def test_drawing_only_where_a_commit_can_happen_equals_drawing_everywhere(monkey
                 pick = ft.partial(top_k_per_row, candidates=candidates, k=k)
             cfg = GenerationConfig(temperature=1.0)
             commit, tokens = engine._choose(
-                logits, logits, rows, cols, (batch, width), pick, score_fn, cfg, None
+                lambda idx, x=logits: (x[idx], x[idx]),
+                len(rows),
+                vocab,
+                rows,
+                cols,
+                (batch, width),
+                pick,
+                score_fn,
+                cfg,
+                None,
             )
             eager_tokens = fixed_draw(logits, 1.0, None)
             grid = torch.full((batch, width), float("-inf"), dtype=torch.float64)
@@ -337,3 +346,61 @@ def test_drawing_only_where_a_commit_can_happen_equals_drawing_everywhere(monkey
             assert torch.equal(commit, eager), (trial, rule)
             at = commit[rows, cols]
             assert torch.equal(tokens[at], eager_tokens[at]), (trial, rule)
+
+
+def test_confidence_is_scored_before_top_k_top_p_filtering(tokenizer):
+    """Filtering shapes the draw only (LLaDA, Fast-dLLM): a top token of p = 0.85 keeps confidence
+    0.85 under top_p = 0.8, so threshold decoding at tau = 0.9 does not commit it in the first pass."""
+    rows = {2: confident(300, 0.85), 3: confident(301, 0.95), 4: confident(302, 0.86)}
+    out, _ = run(tokenizer, rows, n_new=3, remasking="threshold", threshold=0.9, top_p=0.8)
+    assert answer_steps(out, 3) == [2, 0, 1]  # 0.95 passes tau; then one per pass, best first
+    # top_k = 1 leaves one id per position; low-confidence order must still follow the model
+    out, _ = run(tokenizer, SCORED, n_new=4, remasking="low_confidence", top_k=1)
+    steps = answer_steps(out, 4)
+    assert [2 + steps.index(i) for i in range(4)] == [3, 5, 2, 4]
+
+
+def test_prepare_returns_unfiltered_logits_for_scoring_and_filtered_ones_for_drawing():
+    from diffutron.sampling.proposals import prepare
+
+    probs = torch.tensor([[0.85, 0.10, 0.05, 0.0]], dtype=torch.float64)
+    logits = probs.clamp(min=1e-30).log()
+    forbidden = torch.tensor([False, False, False, True])
+    scored, scaled = prepare(logits, forbidden, temperature=1.0, top_k=0, top_p=0.8)
+    assert scored.softmax(-1)[0, 0].item() == pytest.approx(0.85)
+    assert scored[0, 3].item() == float("-inf")  # forbidden ids stay out of the scores
+    assert torch.isinf(scaled[0, 1:]).all() and scaled[0, 0].isfinite()  # the draw sees the cut
+
+
+def test_steps_not_divisible_by_blocks_are_all_taken(tokenizer):
+    """5 steps over 3 blocks: 2 + 2 + 1 (the remainder goes to the first blocks), not 1 + 1 + 1."""
+    rows = {p: confident(300 + p, 0.5 + 0.05 * p) for p in range(2, 8)}
+    out, model = run(tokenizer, rows, n_new=6, steps=5, block_size=2)
+    assert out.steps == 5 and model.calls == 5
+    assert sorted(set(answer_steps(out, 6))) == [0, 1, 2, 3, 4]
+    with pytest.warns(UserWarning, match="each block gets one step"):
+        few, _ = run(tokenizer, rows, n_new=6, steps=2, block_size=2)
+    assert few.steps == 3
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(remasking="margin"), dict(top_k=3, repetition_penalty=1.3)])
+def test_proposals_in_chunks_give_the_one_chunk_result_and_bound_the_float64_copies(
+    tokenizer, monkeypatch, cfg
+):
+    import diffutron.sampling.engine as engine
+
+    rows = {p: {200 + p: 0.3 + 0.04 * p, 260 + p: 0.2} for p in range(2, 14)}
+    whole, _ = run(tokenizer, rows, n_new=12, steps=4, **cfg)
+    vocab = len(tokenizer)
+    seen_rows = []
+    real_prepare = engine.prepare
+
+    def spy(logits, *args, **kwargs):
+        seen_rows.append(logits.shape[0])
+        return real_prepare(logits, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "MAX_PROPOSAL_ELEMENTS", 3 * vocab)
+    monkeypatch.setattr(engine, "prepare", spy)
+    chunked, _ = run(tokenizer, rows, n_new=12, steps=4, **cfg)
+    assert chunked.token_ids == whole.token_ids and torch.equal(chunked.commit_step, whole.commit_step)
+    assert max(seen_rows) == 3  # never more than 3 rows x V float64 logits at once

@@ -212,3 +212,32 @@ def test_config_and_recipe_files_that_are_not_mappings_are_named_in_the_error(tm
         load_recipe(bad)
     with pytest.raises(FileNotFoundError, match="recipe file"):
         load_recipe(tmp_path / "missing.yaml")
+
+
+def test_a_time_budget_is_spent_even_when_the_first_steps_are_slow(tmp_path, tr_corpus, monkeypatch):
+    """The first steps are the slowest; a run sized from them alone stopped at 2/3 of its budget.
+    A virtual clock: 5 steps of 4 s, then 0.25 s each; a 30 s budget must train ~30 s (+-10 %)."""
+    corpus = _corpus_file(tmp_path, tr_corpus[:10])
+    clock = {"t": 0.0, "calls": 0}
+    real_loss = loop_module.mdlm_loss
+
+    def timed_loss(*args, **kwargs):
+        clock["calls"] += 1
+        clock["t"] += 4.0 if clock["calls"] <= 5 else 0.25
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "mdlm_loss", timed_loss)
+    monkeypatch.setattr(loop_module.time, "perf_counter", lambda: clock["t"])
+    cfg = _cfg(corpus, max_steps=10_000, max_minutes=0.5, save_every=0, log_every=5)
+    r = train(cfg, tmp_path / "budget", progress=False)
+    assert 27.0 <= r.summary["train_seconds"] <= 33.0
+    assert r.state.step == r.state.total_steps >= 40  # 5 slow steps + ~40 fast ones
+
+
+def test_train_reads_as_its_phases():
+    import inspect
+
+    lines = len(inspect.getsource(train).splitlines())
+    assert lines <= 80, f"train() has {lines} lines: keep its phases in _prepare/_step/_evaluate/_finish"
+    for phase in ("_prepare", "_step", "_evaluate", "_finish"):
+        assert f"{phase}(" in inspect.getsource(train)

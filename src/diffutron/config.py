@@ -60,7 +60,7 @@ class DiffusionConfig:
     schedule: str = "linear"  # linear | loglinear | cosine
     schedule_args: dict[str, Any] = field(default_factory=dict)
     normalization: str = "token"  # token | sequence
-    antithetic: bool = True  # stratified t over each batch
+    stratified_t: bool = True  # systematic t over each batch: (u + i/B) mod 1, one shared offset u
     t_eps: float = 1e-3
 
 
@@ -98,6 +98,8 @@ class SftConfig:
 
 @dataclass
 class LoraConfig:
+    """LoRA adapters (``models.lora.apply_lora``); the defaults are the published CPT setting."""
+
     enabled: bool = False
     r: int = 256
     alpha: int = 256

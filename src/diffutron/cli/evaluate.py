@@ -46,6 +46,7 @@ def _eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         limit=args.limit,
+        sample=args.sample,
         data_dir=args.data_dir,
         data_files=files,
         split=args.split,
@@ -94,6 +95,7 @@ def _perplexity(args: argparse.Namespace) -> int:
         schedule=loaded.settings.make_schedule(),
         t_samples=args.t_samples,
         max_length=args.max_length,
+        context_length=loaded.settings.context_length,
         batch_size=args.batch_size,
         seed=args.seed,
         progress=not args.json,
@@ -135,7 +137,13 @@ def add_parsers(sub) -> None:
         "--data-file", action="append", metavar="TASK=PATH", help="an explicit file or folder for one task"
     )
     p.add_argument("--split", help="score this split instead of each task's CETVEL split")
-    p.add_argument("--limit", type=int, help="score the first N items of each task")
+    p.add_argument("--limit", type=int, help="score the first N items of each task (as lm-eval)")
+    p.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="score N items of each task drawn at random (seeded by --seed)",
+    )
     p.add_argument("--samples", type=int, default=32, help="Monte-Carlo samples per choice (default 32)")
     p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (default 32)")
     p.add_argument("--no-enumerate", action="store_true", help="sample even where the exact ELBO is as cheap")
@@ -159,7 +167,9 @@ def add_parsers(sub) -> None:
     p.add_argument("sources", nargs="+", help="text sources: file.txt, file.jsonl, dir/, hub:<id>, embedded")
     p.add_argument("--t-samples", type=int, default=8, help="stratified noise levels per window (default 8)")
     p.add_argument(
-        "--max-length", type=int, help="window length in tokens (default 512 or the model's context)"
+        "--max-length",
+        type=int,
+        help="window length in tokens (default: the training length in the checkpoint, else the context)",
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)

@@ -1,9 +1,10 @@
 """Packing tokenised documents into fixed-size training blocks, with a cache and a fixed split.
 
 What it is: the step between a document stream (:func:`diffutron.data.iter_documents`) and the
-training loop. Documents are tokenised without ``<bos>``/``<eos>``, concatenated with one
-``<eos>`` after each document, and cut into blocks of exactly ``block_size`` tokens, so no
-position is padding and the model learns where documents end.
+training loop. Documents are tokenised without special tokens, framed as the tokenizer frames a
+text (``<bos> document <eos>``, the convention of ``diffutron.text.bos``: sampling, scoring and
+perplexity put the same ``<bos>`` before a text), concatenated, and cut into blocks of exactly
+``block_size`` tokens, so no position is padding and the model learns where documents start and end.
 
 How to use it::
 
@@ -19,7 +20,7 @@ What it does not know: whether a cache file still matches the corpus and tokeniz
 keyed by its path only, so put the corpus, tokenizer and block size into the file name (or delete
 the file) when any of them changes. A block may span two documents; attention across the
 ``<eos>`` boundary is not masked here. The tail shorter than one block is dropped (its length is
-reported), and an empty document contributes nothing, not even an ``<eos>``.
+reported), and an empty document contributes nothing, not even its ``<bos>``/``<eos>``.
 """
 
 from __future__ import annotations
@@ -41,16 +42,20 @@ logger = logging.getLogger(__name__)
 class Packer:
     """Iterator over blocks of exactly ``block_size`` token ids packed from ``docs_token_ids``.
 
+    Each document goes in as ``[bos_id] + ids + [eos_id]`` (no ``<bos>`` when ``bos_id`` is None).
     After the iterator is exhausted, ``dropped_tail_tokens`` holds the number of tokens (the last
     ``<eos>`` included) left over in the final partial block, which is not yielded.
-    ``documents`` and ``tokens`` count what went in (``tokens`` includes the ``<eos>`` ids).
+    ``documents`` and ``tokens`` count what went in (``tokens`` includes the special ids).
     """
 
-    def __init__(self, docs_token_ids: Iterable[list[int]], block_size: int, eos_id: int) -> None:
+    def __init__(
+        self, docs_token_ids: Iterable[list[int]], block_size: int, eos_id: int, bos_id: int | None = None
+    ) -> None:
         if block_size < 1:
             raise ValueError(f"block_size must be positive, got {block_size}")
         self.block_size = block_size
         self.eos_id = eos_id
+        self.head = [] if bos_id is None else [bos_id]
         self.documents = 0
         self.tokens = 0
         self.blocks = 0
@@ -70,10 +75,11 @@ class Packer:
         for ids in docs:
             if not ids:
                 continue
+            buf.extend(self.head)
             buf.extend(ids)
             buf.append(self.eos_id)
             self.documents += 1
-            self.tokens += len(ids) + 1
+            self.tokens += len(self.head) + len(ids) + 1
             # Walk an offset and trim once per document: deleting from the front per block would
             # be quadratic for a document much longer than a block.
             start = 0
@@ -86,13 +92,15 @@ class Packer:
         self.finished = True
 
 
-def pack_token_stream(docs_token_ids: Iterable[list[int]], block_size: int, eos_id: int) -> Packer:
+def pack_token_stream(
+    docs_token_ids: Iterable[list[int]], block_size: int, eos_id: int, bos_id: int | None = None
+) -> Packer:
     """Pack documents (lists of token ids) into full blocks; see :class:`Packer`.
 
     Returns a :class:`Packer`, which is an ``Iterator[list[int]]``; keep a reference to it to read
     ``dropped_tail_tokens`` once it is exhausted.
     """
-    return Packer(docs_token_ids, block_size, eos_id)
+    return Packer(docs_token_ids, block_size, eos_id, bos_id)
 
 
 def _batched(items: Iterable[str], n: int) -> Iterator[list[str]]:
@@ -128,7 +136,8 @@ def build_blocks(
     """Tokenise ``documents`` and pack them into an int32 array of shape ``[n_blocks, block_size]``.
 
     ``tokenizer`` is a ``transformers`` tokenizer (a fast one tokenises each batch of
-    ``batch_docs`` documents in parallel) with an ``eos_token_id``. With ``cache_path``, an
+    ``batch_docs`` documents in parallel) with an ``eos_token_id``; its ``bos_token_id`` (if any)
+    starts each document. With ``cache_path``, an
     existing file is loaded instead (``documents`` is then not read at all) and a new result is
     written there atomically. Returns an array with 0 rows if the corpus is shorter than a block.
     """
@@ -157,7 +166,7 @@ def build_blocks(
             )
             yield from enc["input_ids"]
 
-    packer = Packer(token_ids(), block_size, eos_id)
+    packer = Packer(token_ids(), block_size, eos_id, getattr(tokenizer, "bos_token_id", None))
     if cache_path is None:
         blocks = _collect_in_memory(packer, block_size)
     else:

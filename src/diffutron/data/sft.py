@@ -59,6 +59,7 @@ import numpy as np
 
 from diffutron.config import SftConfig, SftSourceConfig, from_dict
 from diffutron.data.sources import DataReport
+from diffutron.text.bos import with_bos
 from diffutron.text.chat import check_messages, format_chat, prompt_and_answer, render_with
 from diffutron.text.normalize import normalize
 
@@ -421,7 +422,8 @@ def encode_conversations(
     """(ids [n, max_length], prompt lengths [n], answer lengths [n]) for the rows that fit.
 
     Prompt and answer are tokenised separately, without special tokens, and joined after the
-    tokenizer's ``<bos>`` (if it has one): exactly the prompt tokens a sampler sees when it encodes
+    tokenizer's ``<bos>`` (if it has one; ``text.bos.with_bos``, the helper sampling uses, so a
+    template that renders ``<bos>`` itself does not get two): exactly the prompt tokens a sampler sees when it encodes
     the prompt text alone, so training and inference agree on where the answer starts.
     """
     if too_long not in TOO_LONG:
@@ -429,7 +431,6 @@ def encode_conversations(
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no end token: SFT pads answers with it")
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     stats = stats or SourceStats(source="")
     split = [prompt_and_answer(c, render or format_chat) for c in conversations]
     ids, plens, alens = [], [], []
@@ -439,7 +440,7 @@ def encode_conversations(
         prompts = tokenizer([p for p, _ in chunk], **kw)["input_ids"]
         answers = tokenizer([a for _, a in chunk], **kw)["input_ids"]
         for p, a in zip(prompts, answers, strict=True):
-            prompt = bos + p
+            prompt = with_bos(tokenizer, p)  # once, even when the template renders <bos> itself
             if len(prompt) >= max_length:
                 stats.dropped_prompt_too_long += 1
                 continue

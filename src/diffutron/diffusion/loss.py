@@ -3,7 +3,7 @@
 NELBO(x0) = E_t [ w(t) * sum_{i masked} -log p(x0_i | x_t) ],  w(t) = -alpha'(t) / (1 - alpha(t)).
 
 One call of ``mdlm_loss`` on a batch:
-  1. one t per sequence (stratified over the batch by default);
+  1. one t per sequence (systematic over the batch by default: one offset, evenly spaced);
   2. mask each maskable token with probability 1 - alpha(t);
   3. encode the noisy batch; run the output head only on masked rows, in chunks when the
      [rows x vocab] logits would be large (each chunk re-computed in backward instead of stored);
@@ -12,24 +12,22 @@ One call of ``mdlm_loss`` on a batch:
      unbiased NELBO per token), ``sequence`` = per row by its maskable count, then mean over rows.
 
 ``sparse_head=False`` computes the head on every position and selects afterwards: the naive
-reference path, kept for tests and the throughput benchmark.
+reference path, kept for tests and the throughput benchmark. The head's cross-entropy (chunked,
+mask token suppressed) belongs to the head: ``models.heads.head_cross_entropy``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
-from ..models.heads import MaskedLMParts
+from ..models.heads import MAX_LOGIT_ELEMENTS, MaskedLMParts, head_cross_entropy
 from .masking import T_EPS, mask_tokens, sample_times
 from .schedules import Schedule
 
 NORMALIZATIONS = ("token", "sequence")
-MAX_LOGIT_ELEMENTS = 1 << 25  # 32M floats (128 MB) of logits per chunk before chunking kicks in
+__all__ = ["LossOutput", "head_cross_entropy", "mdlm_loss", "weighted_masked_nll", "MAX_LOGIT_ELEMENTS"]
 
 
 @dataclass
@@ -38,44 +36,6 @@ class LossOutput:
     nelbo_sum: float  # sum over masked tokens of w(t) * CE (detached)
     n_maskable: int
     n_masked: int
-
-
-def suppressed_logits(logits: torch.Tensor, suppress_id: int | None) -> torch.Tensor:
-    """float32 logits with the mask token's logit at -inf: the model never predicts [M]."""
-    logits = logits.float()
-    if suppress_id is None:
-        return logits
-    index = torch.tensor([suppress_id], device=logits.device)
-    return logits.index_fill(logits.ndim - 1, index, float("-inf"))
-
-
-def _suppressed_ce(head: Callable, hidden: torch.Tensor, targets: torch.Tensor, suppress_id: int | None):
-    return F.cross_entropy(suppressed_logits(head(hidden), suppress_id), targets, reduction="none")
-
-
-def head_cross_entropy(
-    head: Callable[[torch.Tensor], torch.Tensor],
-    hidden: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    vocab_size: int,
-    suppress_id: int | None = None,
-    max_logit_elements: int = MAX_LOGIT_ELEMENTS,
-) -> torch.Tensor:
-    """Per-row cross-entropy of ``head(hidden)`` [N, V] against ``targets`` [N], never holding more
-    than ``max_logit_elements`` logits at once in memory for backward."""
-    n = hidden.shape[0]
-    if n * vocab_size <= max_logit_elements:
-        return _suppressed_ce(head, hidden, targets, suppress_id)
-    rows = max(1, max_logit_elements // vocab_size)
-    pieces = []
-    for start in range(0, n, rows):
-        h, y = hidden[start : start + rows], targets[start : start + rows]
-        if torch.is_grad_enabled():
-            pieces.append(checkpoint(_suppressed_ce, head, h, y, suppress_id, use_reentrant=False))
-        else:
-            pieces.append(_suppressed_ce(head, h, y, suppress_id))
-    return torch.cat(pieces)
 
 
 def weighted_masked_nll(
@@ -103,7 +63,7 @@ def weighted_masked_nll(
         max_logit_elements=max_logit_elements,
     )  # [N]
     out = torch.zeros(masked.shape, dtype=ce.dtype, device=ce.device)
-    row_weights = weights.to(ce.dtype)[:, None].expand_as(masked)[masked]
+    row_weights = weights.to(device=ce.device, dtype=ce.dtype)[:, None].expand_as(masked)[masked]
     return out.masked_scatter(masked, ce * row_weights)
 
 
@@ -118,7 +78,7 @@ def mdlm_loss(
     normalization: str = "token",
     generator: torch.Generator | None = None,
     t: torch.Tensor | None = None,
-    antithetic: bool = True,
+    stratified: bool = True,
     eps: float = T_EPS,
     sparse_head: bool = True,
     max_logit_elements: int = MAX_LOGIT_ELEMENTS,
@@ -127,7 +87,8 @@ def mdlm_loss(
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     batch = input_ids.shape[0]
     if t is None:
-        t = sample_times(batch, eps=eps, antithetic=antithetic, generator=generator, device=input_ids.device)
+        t = sample_times(batch, eps=eps, stratified=stratified, generator=generator, device=input_ids.device)
+    t = t.to(input_ids.device)  # a t given on the CPU for GPU inputs: weights index GPU masks below
     noisy, masked = mask_tokens(input_ids, maskable, t, schedule, mask_id, generator=generator)
     weights = schedule.weight(t.float())
     nll = weighted_masked_nll(

@@ -1,6 +1,6 @@
 """The forward (noising) process of masked diffusion.
 
-    t = sample_times(batch, generator=g)                      # one t per sequence, stratified
+    t = sample_times(batch, generator=g)                      # one t per sequence, systematic
     noisy, masked = mask_tokens(ids, maskable, t, schedule, mask_id, generator=g)
 
 Each maskable token is replaced by the mask token independently with probability 1 - alpha(t).
@@ -20,13 +20,14 @@ def sample_times(
     batch_size: int,
     *,
     eps: float = T_EPS,
-    antithetic: bool = True,
+    stratified: bool = True,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Noise levels in [eps, 1). Antithetic (stratified) draws t_i = (u + i/B) mod 1 cover [0, 1)
-    evenly within every batch, which lowers the variance of the loss at no cost (MDLM)."""
-    if antithetic:
+    """Noise levels in [eps, 1). ``stratified``: systematic sampling, t_i = (u + i/B) mod 1 with one
+    shared offset u ~ U[0, 1), so every batch covers [0, 1) evenly, which lowers the variance of the
+    loss at no cost (MDLM's "low-discrepancy sampler"; not antithetic pairs t, 1 - t). Else i.i.d."""
+    if stratified:
         u = torch.rand(1, generator=generator, dtype=torch.float64)
         t = (u + torch.arange(batch_size, dtype=torch.float64) / batch_size) % 1.0
     else:

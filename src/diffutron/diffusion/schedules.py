@@ -78,7 +78,8 @@ class LinearSchedule(Schedule):
 @register_schedule("loglinear")
 @dataclass(frozen=True)
 class LogLinearSchedule(Schedule):
-    """alpha(t) = 1 - (1 - eps) t (MDLM): never fully masked, so w(1) stays finite."""
+    """alpha(t) = 1 - (1 - eps) t (MDLM): never fully masked, so w(1) stays finite. A token is still
+    clean at t = 1 with probability eps: a bound adds its prior term (``elbo.prior_term``)."""
 
     eps: float = 1e-3
 
@@ -92,7 +93,8 @@ class LogLinearSchedule(Schedule):
 @register_schedule("cosine")
 @dataclass(frozen=True)
 class CosineSchedule(Schedule):
-    """alpha(t) = 1 - cos(pi/2 (1 - t)): masks slowly near t = 0, fast near t = 1."""
+    """alpha(t) = 1 - cos(pi/2 (1 - t)): masks fast near t = 0 (alpha'(0) = -pi/2), slowly near t = 1
+    (alpha'(1) = 0): most of the unmasking happens in a sampler's last steps."""
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         return 1.0 - torch.cos(0.5 * math.pi * (1.0 - t))

@@ -13,8 +13,10 @@ with that import done first. From Python: ``import diffutron.evaluation.harness`
 The three request types:
 - ``loglikelihood``: the stratified Monte-Carlo ELBO (``likelihood.py``); ``is_greedy`` = every
   answer token is the argmax when the whole answer is masked (one extra pass per request);
-- ``loglikelihood_rolling``: the text is cut into windows of half the context; each window is
-  scored as the answer after as much preceding text as fits, so every token is scored once;
+- ``loglikelihood_rolling``: the text is cut into windows of half the length the model was trained
+  on (from its checkpoint; else its context); each window is scored as the answer after as much
+  preceding text as fits, so every token is scored once. Framed as in training: ``<bos>`` only
+  where the context reaches the start of the text, ``<eos>`` only after its last window;
 - ``generate_until``: greedy decoding with the sampling engine, cut at the ``until`` strings.
 
 Model arguments (``--model_args k=v,...``): ``pretrained`` (folder or hub id), ``mc_samples`` (32),
@@ -42,6 +44,26 @@ from .runner import cut_at
 
 log = logging.getLogger(__name__)
 REQUESTS_PER_CALL = 256  # requests scored together (progress granularity, memory bound)
+
+
+def rolling_windows(
+    ids: Sequence[int], length: int, prefix: tuple[int, ...], suffix: tuple[int, ...]
+) -> list[EncodedPair]:
+    """Score every token of a text once: windows of ``length // 2`` tokens, each the answer after as
+    much preceding text as fits in ``length``. ``prefix`` (``<bos>``) only where the context reaches
+    the start of the text, ``suffix`` (``<eos>``) only after the last window: a window inside a text
+    is not framed as a whole document."""
+    room = length - len(prefix) - len(suffix)
+    window = max(1, room // 2)
+    pairs = []
+    for i in range(0, len(ids), window):
+        answer = tuple(ids[i : i + window])
+        start = max(0, i - (room - len(answer)))
+        last = i + window >= len(ids)
+        pairs.append(
+            EncodedPair(tuple(ids[start:i]), answer, prefix if start == 0 else (), suffix if last else ())
+        )
+    return pairs
 
 
 class DiffutronLM(LM):
@@ -88,6 +110,10 @@ class DiffutronLM(LM):
                 max_length=int(max_length) if max_length else None,
             ),
         )
+        # rolling windows follow the length the model was trained on, not its whole context
+        self.train_length = min(
+            loaded.settings.context_length or self.scorer.max_length, self.scorer.max_length
+        )
         self.seed, self.max_new_tokens, self.block_size = int(seed), int(max_new_tokens), int(block_size)
         self.steps = int(steps) if steps else None
         self.gen_batch_size = max(1, requests_per_pass)
@@ -109,22 +135,11 @@ class DiffutronLM(LM):
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        prefix, suffix = self.scorer.affixes
-        room = self.scorer.max_length - len(prefix) - len(suffix)
-        window = max(1, room // 2)
         out = []
         for r in tqdm(requests, disable=disable_tqdm, desc="loglikelihood_rolling"):
             (text,) = r.args
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            pairs = [
-                EncodedPair(
-                    tuple(ids[max(0, i - (room - len(ids[i : i + window]))) : i]),
-                    tuple(ids[i : i + window]),
-                    prefix,
-                    suffix,
-                )
-                for i in range(0, len(ids), window)
-            ]
+            pairs = rolling_windows(ids, self.train_length, *self.scorer.affixes)
             out.append(float(sum(self.scorer.score_encoded(pairs).loglikelihoods)))
         return out
 

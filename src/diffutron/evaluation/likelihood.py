@@ -26,8 +26,11 @@ log p(answer | context) has no closed form for a masked diffusion model; we esti
 4. Each row contributes coef * sum(CE) with coef = (L/m)/n (sampled) or 1/(m*C(L,m)) (enumerated);
    the estimate is minus the sum over a request's rows.
 
-Deterministic under ``seed``: each request's masks come from its own generator, seeded by the seed
-and the request's token ids, so scores do not depend on batching, order or ``--limit``.
+Deterministic under ``seed``: each request's masks come from its own generator, seeded by the seed,
+the context's token ids and the answer's *length* — common random numbers: choices of one item with
+the same number of tokens are scored with the same masks, so their difference carries less Monte-Carlo
+noise (``common_masks=False``: seeded by the answer's ids too, independent masks per choice). Scores do
+not depend on batching, order or ``--limit``.
 
 :func:`reference_loglikelihood` is the slow reference (one forward pass per sample per request, full
 output head): the same masks and numbers, kept for tests and the throughput benchmark.
@@ -44,7 +47,7 @@ from dataclasses import dataclass
 import torch
 
 from ..diffusion.loss import weighted_masked_nll
-from ..models.heads import MaskedLMParts
+from ..models.heads import MaskedLMParts, context_limit
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,14 @@ def encode_pair(
 ) -> EncodedPair:
     """Split one tokenisation of ``context + continuation`` into context and answer ids.
 
-    Trailing whitespace of the context moves to the continuation (as lm-eval does), so
-    ``"Cevap: " + "A"`` is scored like ``"Cevap:" + " A"`` and BPE sees the space where it belongs.
-    A token that straddles the border (BPE merged across it) counts as answer, so the answer ids are
-    always a suffix of the joint tokenisation and never include special tokens.
+    The context keeps its own tokens: a trailing ``"\n"`` (its own token under our pre-tokenizer)
+    stays in the context, so ``"...mı?\n" + " Evet"`` scores ``[" Evet"]``, not ``["\n", " Evet"]``
+    (under the ELBO an extra answer token does not cost every choice the same, and a one-token answer
+    would lose its exact score). Only what BPE merges across the border joins the answer: for
+    ``"Cevap: " + "A"`` the space merges into ``" A"``, a token that straddles the border, and counts
+    as answer, so ``"Cevap: " + "A"`` is scored like ``"Cevap:" + " A"``. The answer ids are always a
+    suffix of the joint tokenisation and never include special tokens.
     """
-    stripped = context.rstrip()
-    if stripped != context:
-        continuation = context[len(stripped) :] + continuation
-        context = stripped
     whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
     ctx = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
     common = 0
@@ -110,7 +112,8 @@ class LikelihoodConfig:
     batch_size: int = 32  # rows (one masked copy of one request) per forward pass
     seed: int = 0
     enumerate_small: bool = True  # exact ELBO when 2^L - 1 <= samples (at most `samples` rows)
-    max_length: int | None = None  # default: the model's max_position_embeddings
+    common_masks: bool = True  # choices of equal token length share their masks (common random numbers)
+    max_length: int | None = None  # default: the model's context (models.heads.context_limit)
     sparse_head: bool = True  # False: full output head on every position (the naive path)
 
 
@@ -133,16 +136,24 @@ class Row:
     count: int = 1  # samples that drew this same mask (merged: one forward pass for all of them)
 
 
-def _request_rng(seed: int, pair: EncodedPair) -> random.Random:
+def _request_rng(seed: int, pair: EncodedPair, common: bool = True) -> random.Random:
     # str seeds are hashed with SHA-512 by `random`: stable across processes (unlike hash()).
-    return random.Random(f"{seed}|{pair.context}|{pair.answer}")
+    answer = len(pair.answer) if common else pair.answer  # common: one mask plan per answer length
+    return random.Random(f"{seed}|{pair.prefix}|{pair.context}|{answer}")
 
 
 def plan_rows(
-    pair: EncodedPair, request: int, samples: int, seed: int, enumerate_small: bool, dedupe: bool = True
+    pair: EncodedPair,
+    request: int,
+    samples: int,
+    seed: int,
+    enumerate_small: bool,
+    dedupe: bool = True,
+    common_masks: bool = True,
 ) -> list[Row]:
     """The masked copies of one request and their weights (steps 2 and 4 of the module docstring).
-    Samples that drew the same mask (always the case for m = L) share one row when ``dedupe``."""
+    Samples that drew the same mask (always the case for m = L) share one row when ``dedupe``.
+    ``common_masks``: the masks depend on the context and the answer's length, not its ids."""
     n_ans = len(pair.answer)
     if n_ans == 0:
         return []
@@ -152,7 +163,7 @@ def plan_rows(
             coef = 1.0 / (m * math.comb(n_ans, m))  # (1/L) * (L/m) * 1/C(L, m)
             rows += [Row(request, s, coef) for s in itertools.combinations(range(n_ans), m)]
         return rows
-    rng = _request_rng(seed, pair)
+    rng = _request_rng(seed, pair, common_masks)
     offset = rng.random() * n_ans
     drawn: dict[tuple[int, ...], int] = {}
     rows = []
@@ -187,7 +198,7 @@ class ContinuationScorer:
         self.config = config or LikelihoodConfig()
         self.parts = MaskedLMParts(model)
         self.affixes = special_affixes(tokenizer) if tokenizer is not None else ((), ())
-        limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        limit = context_limit(model)
         self.max_length = self.config.max_length or limit or 512
         if pad_id is None and tokenizer is not None:
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -225,7 +236,9 @@ class ContinuationScorer:
         rows = [
             r
             for i, p in enumerate(pairs)
-            for r in plan_rows(p, i, cfg.samples, cfg.seed, cfg.enumerate_small)
+            for r in plan_rows(
+                p, i, cfg.samples, cfg.seed, cfg.enumerate_small, common_masks=cfg.common_masks
+            )
         ]
         row_sums, passes = self._row_sums(pairs, rows)  # coef * sum CE, per row
         exact = [

@@ -4,9 +4,11 @@
                         schedule=loaded.settings.make_schedule(), t_samples=8)
     r.perplexity, r.stderr_nelbo, r.bits_per_byte, r.bits_per_char
 
-1. Each document is tokenised on its own (no special tokens) and cut into windows that fit
-   ``max_length`` together with the tokenizer's own special tokens (``<bos> ... <eos>``).
-   Windows do not see each other: a long document is scored as independent pieces.
+1. Each document is tokenised on its own and framed as in training (``<bos> text <eos>``, the
+   convention of ``diffutron.text.bos``), then cut into windows of the length the model was trained
+   on (``context_length`` from its checkpoint; else its context limit): the first window of a long
+   document starts with ``<bos>``, the last ends with ``<eos>``, and a window inside a text has
+   neither, as a packed training block cut inside a document. Windows do not see each other.
 2. ``diffusion.elbo_perplexity`` scores every window at ``t_samples`` stratified noise levels with the
    training loss code; only the text tokens are maskable (never the special tokens or padding).
 3. NELBO per token -> perplexity bound exp(NELBO/token). Per-token numbers depend on the tokenizer;
@@ -21,14 +23,15 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from ..diffusion.elbo import elbo_perplexity
 from ..diffusion.schedules import Schedule
-from ..models.heads import MaskedLMParts
+from ..models.heads import MaskedLMParts, context_limit
 from ..text.normalize import normalize
 from .likelihood import special_affixes
 
-DEFAULT_MAX_LENGTH = 512  # the recipe's pre-training context
+DEFAULT_MAX_LENGTH = 512  # when neither the checkpoint nor the model config says
 
 
 @dataclass
@@ -70,17 +73,17 @@ class TextPerplexity:
 
 
 def text_windows(
-    tokenizer, texts: Iterable[str], max_length: int
+    tokenizer, texts: Iterable[str], max_length: int, progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, int]]:
-    """(ids [N, T], maskable [N, T], attention [N, T], counts) for the windows of ``texts``."""
+    """(ids [N, T], maskable [N, T], attention [N, T], counts) for the windows of ``texts``: each
+    document framed ``<bos> text <eos>`` and cut every ``max_length`` tokens; only text is maskable."""
     prefix, suffix = special_affixes(tokenizer)
-    width = max_length - len(prefix) - len(suffix)
-    if width < 1:
-        raise ValueError(f"max_length {max_length} leaves no room for text between the special tokens")
+    if max_length < 1:
+        raise ValueError(f"max_length must be positive, got {max_length}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    windows: list[list[int]] = []
+    windows: list[tuple[list[int], int, int]] = []  # (ids, first text position, end of text)
     counts = {"documents": 0, "bytes": 0, "characters": 0}
-    for raw in texts:
+    for raw in tqdm(texts, desc="tokenising", unit="doc", disable=not progress):
         doc = normalize(raw).strip()
         if not doc:
             continue
@@ -88,19 +91,21 @@ def text_windows(
         counts["bytes"] += len(doc.encode("utf-8"))
         counts["characters"] += len(doc)
         ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
-        windows += [ids[i : i + width] for i in range(0, len(ids), width)]
+        framed, first, end = [*prefix, *ids, *suffix], len(prefix), len(prefix) + len(ids)
+        for i in range(0, len(framed), max_length):
+            if min(end, i + max_length) > max(first, i):  # a window of special tokens only scores nothing
+                windows.append((framed[i : i + max_length], max(first - i, 0), min(end - i, max_length)))
     if not windows:
         raise ValueError("no text to score")
-    windows.sort(key=len, reverse=True)  # less padding per batch
-    n, t = len(windows), len(prefix) + len(windows[0]) + len(suffix)
+    windows.sort(key=lambda w: len(w[0]), reverse=True)  # less padding per batch
+    n, t = len(windows), len(windows[0][0])
     ids = torch.full((n, t), pad, dtype=torch.long)
     maskable = torch.zeros((n, t), dtype=torch.bool)
     attention = torch.zeros((n, t), dtype=torch.long)
-    for i, w in enumerate(windows):
-        seq = [*prefix, *w, *suffix]
+    for i, (seq, a, b) in enumerate(windows):
         ids[i, : len(seq)] = torch.tensor(seq)
         attention[i, : len(seq)] = 1
-        maskable[i, len(prefix) : len(prefix) + len(w)] = True
+        maskable[i, a:b] = True
     return ids, maskable, attention, counts
 
 
@@ -113,13 +118,17 @@ def text_perplexity(
     schedule: Schedule,
     t_samples: int = 8,
     max_length: int | None = None,
+    context_length: int | None = None,
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = False,
 ) -> TextPerplexity:
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
-    max_length = min(max_length or DEFAULT_MAX_LENGTH, limit)
-    ids, maskable, attention, counts = text_windows(tokenizer, texts, max_length)
+    """ELBO perplexity of ``texts``. Windows are ``max_length`` tokens if given, else
+    ``context_length`` (the training length a checkpoint records: ``loaded.settings.context_length``),
+    else the model's context limit."""
+    limit = context_limit(model) or DEFAULT_MAX_LENGTH
+    max_length = min(max_length or context_length or limit, limit)
+    ids, maskable, attention, counts = text_windows(tokenizer, texts, max_length, progress)
     r = elbo_perplexity(
         MaskedLMParts(model),
         ids,

@@ -97,6 +97,9 @@ def markdown_report(results: dict[str, Any]) -> str:
         )
         lines.append("")
     notes = []
+    subsets = {k: v["selection"] for k, v in tasks.items() if v.get("selection", "all") != "all"}
+    if subsets:
+        notes.append("- items scored: " + "; ".join(f"{k} {v}" for k, v in subsets.items()))
     for name, t in tasks.items():
         if t.get("error"):
             notes.append(f"- **{name}**: not run: {t['error']}")

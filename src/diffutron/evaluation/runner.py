@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_json
+from ..models.heads import context_limit
 from .likelihood import ContinuationScorer, LikelihoodConfig, special_affixes
 from .metrics import (
     Metric,
@@ -59,12 +60,14 @@ class EvalConfig:
     samples: int = 32  # Monte-Carlo samples per choice (exact enumeration for short answers)
     batch_size: int = 32  # rows per forward pass
     seed: int = 0
-    limit: int | None = None  # score the first N good items of each task
+    limit: int | None = None  # score the first N good items of each task (lm-eval's --limit)
+    sample: int | None = None  # ... or N good items drawn at random (seeded by `seed`), in file order
     data_dir: str | None = None
     data_files: dict[str, str] = field(default_factory=dict)  # task -> explicit file or folder
     split: str | None = None  # override every task's split
     dataset_revision: str | None = None  # hub revision (commit) for every hub task
     enumerate_small: bool = True
+    common_masks: bool = True  # choices of equal token length share their masks (common random numbers)
     max_length: int | None = None  # default: the model's context
     max_new_tokens: int | None = None  # generation; default: the task's (64)
     gen_steps: int | None = None  # default: one step per new token
@@ -89,6 +92,7 @@ class TaskResult:
     forward_passes: int = 0
     truncated: int = 0
     error: str | None = None
+    selection: str = "all"  # which items were scored: all, the first N, or a seeded random N
 
     def to_dict(self, max_problems: int = 50) -> dict[str, Any]:
         return {
@@ -96,6 +100,7 @@ class TaskResult:
             "split": self.split,
             "source": self.source,
             "n": self.n,
+            "selection": self.selection,
             "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
             "chance": self.chance,
             "skipped": self.skipped,
@@ -160,6 +165,7 @@ class Evaluator:
                 batch_size=c.batch_size,
                 seed=c.seed,
                 enumerate_small=c.enumerate_small,
+                common_masks=c.common_masks,
                 max_length=c.max_length,
             ),
         )
@@ -178,6 +184,8 @@ class Evaluator:
             split=c.split,
             revision=c.dataset_revision,
             limit=c.limit,
+            sample=c.sample,
+            seed=c.seed,
         )
 
     def run(self, task: Task, progress: bool = False) -> TaskResult:
@@ -188,6 +196,7 @@ class Evaluator:
             log.error("%s: %s", task.name, exc)
             return TaskResult(task.name, task.kind, self.config.split or task.split, "", error=str(exc))
         result = TaskResult(task.name, task.kind, data.split, data.source, problems=data.problems)
+        result.selection = data.selection
         result.skipped = len(data.problems)
         if data.items:
             if task.kind == GENERATE:
@@ -291,7 +300,7 @@ class Evaluator:
             temperature=0.0,
             seed=c.seed,
         )
-        limit = c.max_length or getattr(self.model.config, "max_position_embeddings", 512)
+        limit = c.max_length or context_limit(self.model) or 512
         prefix, _ = special_affixes(self.tokenizer)
         budget = limit - n_new - len(prefix)
         fitted = [self._fit_prompt(task, item.fields, budget) for item in data.items]

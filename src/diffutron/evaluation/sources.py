@@ -34,6 +34,7 @@ import csv
 import io
 import json
 import logging
+import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class TaskData:
     source: str
     items: list[Item] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    selection: str = "all"  # which items: "all", "first N" (--limit) or "random N of M, seed S" (--sample)
 
     @property
     def rows(self) -> int:
@@ -266,16 +268,34 @@ def read_hub(task: Task, split: str, revision: str | None = None) -> Iterator[Ra
 # ---------------------------------------------------------------------------------------------
 
 
+def _name_key(name: str) -> str:
+    """A release file name as a key: case, spaces, underscores and hyphens do not matter
+    (TurkishMMLU's release writes ``TurkishMMLU_Religion and Ethics.json``)."""
+    return re.sub(r"[\s_-]+", "_", name).casefold()
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    exact = folder / name
+    if exact.exists():
+        return exact
+    if not folder.is_dir():
+        return None
+    matches = sorted(p for p in folder.iterdir() if _name_key(p.name) == _name_key(name))
+    return matches[0] if matches else None
+
+
 def local_files(task: Task, data_dir: str | Path, split: str) -> tuple[list[Path], list[str]]:
-    """The files for ``task``/``split`` in ``data_dir`` and the release names that were missing."""
+    """The files for ``task``/``split`` in ``data_dir`` and the release names that were missing.
+    Names match whatever their spelling of spaces, underscores and case."""
     base = Path(data_dir)
     names = task.local.get(split) or task.local.get("*") or ()
     tried = []
     folders = [base / task.name, *([base / task.folder] if task.folder else []), base]
     for folder in folders:
-        found = [folder / n for n in names if (folder / n).exists()]
+        hits = {n: _find(folder, n) for n in names}
+        found = [p for p in hits.values() if p is not None]
         if found:
-            return found, [n for n in names if not (folder / n).exists()]
+            return found, [n for n, p in hits.items() if p is None]
         tried += [str(folder / n) for n in names]
         fallback = folder / f"{split}.jsonl"
         if fallback.exists():
@@ -292,7 +312,14 @@ def load_task_data(
     split: str | None = None,
     revision: str | None = None,
     limit: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
 ) -> TaskData:
+    """The good items of ``task`` (bad rows become ``problems``). ``limit``: the first N (lm-eval's
+    ``--limit``); ``sample``: N items drawn at random (seeded by ``seed`` and the task), kept in file
+    order: some release files are sorted by class, so the first N may hold one class only."""
+    if limit is not None and sample is not None:
+        raise ValueError("give --limit (the first N items) or --sample (N random items), not both")
     split = split or task.split
     problems: list[Problem] = []
     if data_file is not None and not Path(data_file).is_dir():
@@ -303,7 +330,11 @@ def load_task_data(
     elif data_file is not None or (data_dir is not None and not (task.package and not task.local)):
         folder = Path(data_file if data_file is not None else data_dir)
         paths, missing = local_files(task, folder, split)
-        problems += [Problem(str(paths[0].parent / n), "release file missing") for n in missing]
+        if missing:  # a subject or class missing changes what the score means: not a footnote
+            raise FileNotFoundError(
+                f"{task.name}: {len(missing)} of {len(missing) + len(paths)} release files missing in "
+                f"{paths[0].parent}: {', '.join(missing)} (run the task of each subject present, or add them)"
+            )
         raw, source = _read(task, paths), ", ".join(str(p) for p in paths)
     elif task.package is not None:
         split = task.split  # a package ships one set
@@ -325,6 +356,13 @@ def load_task_data(
             data.problems.append(Problem(where, str(exc)))
         if limit is not None and len(data.items) >= limit:
             break
+    if limit is not None:
+        data.selection = f"first {len(data.items)}"
+    if sample is not None and sample < len(data.items):
+        total = len(data.items)
+        keep = sorted(random.Random(f"{seed}|{task.name}").sample(range(total), sample))
+        data.items = [data.items[i] for i in keep]
+        data.selection = f"random {sample} of {total}, seed {seed}"
     for p in data.problems[:5]:
         log.warning("%s: skipped %s", task.name, p)
     if len(data.problems) > 5:

@@ -2,7 +2,7 @@
 
 from .checkpoint import DiffusionSettings, Loaded, load_checkpoint, save_checkpoint
 from .heads import MaskedLMParts
-from .lora import LoraSettings, apply_lora, merge_lora, trainable_share
+from .lora import apply_lora, merge_lora, trainable_share
 from .presets import PRESETS, preset_config
 
 __all__ = [
@@ -11,7 +11,6 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "MaskedLMParts",
-    "LoraSettings",
     "apply_lora",
     "merge_lora",
     "trainable_share",

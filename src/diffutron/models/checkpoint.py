@@ -13,6 +13,7 @@ and the one sampling and likelihood evaluation will use.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field, fields
@@ -38,6 +39,7 @@ class DiffusionSettings:
     mask_token_id: int | None = None
     normalization: str = "token"
     t_eps: float = 1e-3
+    context_length: int | None = None  # tokens per training row (block / SFT length): perplexity windows
     format_version: int = FORMAT_VERSION
 
     def make_schedule(self) -> Schedule:
@@ -113,6 +115,33 @@ def _is_added_only(tokenizer, n_model: int) -> bool:
     return base <= n_model
 
 
+QUIET_BARS = ("Loading weights",)  # transformers' per-tensor bar: noise on every command, not progress
+
+
+@contextlib.contextmanager
+def quiet_weight_loading():
+    """Hide ``transformers``' "Loading weights" bar unless debug logging is on (``diffutron -v``);
+    download bars of the hub stay (they are real progress on a slow network)."""
+    from transformers.utils import logging as hf_logging
+
+    set_hook = getattr(hf_logging, "set_tqdm_hook", None)
+    if set_hook is None or logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    previous = getattr(hf_logging, "_tqdm_hook", None)
+
+    def hook(factory, args, kwargs):
+        if kwargs.get("desc") in QUIET_BARS:
+            kwargs = {**kwargs, "disable": True}
+        return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
+
+    set_hook(hook)
+    try:
+        yield
+    finally:
+        set_hook(previous)
+
+
 def load_checkpoint(
     name_or_path: str | Path,
     *,
@@ -127,7 +156,8 @@ def load_checkpoint(
         raise FileNotFoundError(f"{local} has no config.json: not a model folder (did training finish?)")
     tokenizer = AutoTokenizer.from_pretrained(src, revision=revision)
     try:
-        model = AutoModelForMaskedLM.from_pretrained(src, revision=revision, dtype=dtype)
+        with quiet_weight_loading():
+            model = AutoModelForMaskedLM.from_pretrained(src, revision=revision, dtype=dtype)
     except ValueError as exc:
         raise ValueError(f"{src} does not hold a masked language model usable for diffusion: {exc}") from exc
     _ensure_tokens(model, tokenizer)

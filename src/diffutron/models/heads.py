@@ -22,7 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+MAX_LOGIT_ELEMENTS = 1 << 25  # 32M floats (128 MB) of logits per chunk before chunking kicks in
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -36,6 +40,62 @@ def _unwrap(model: nn.Module) -> nn.Module:
             model = model.module
         else:
             return model
+
+
+def suppressed_logits(logits: torch.Tensor, suppress_id: int | None) -> torch.Tensor:
+    """float32 logits with the mask token's logit at -inf: the model never predicts [M]."""
+    logits = logits.float()
+    if suppress_id is None:
+        return logits
+    index = torch.tensor([suppress_id], device=logits.device)
+    return logits.index_fill(logits.ndim - 1, index, float("-inf"))
+
+
+def _suppressed_ce(head: Callable, hidden: torch.Tensor, targets: torch.Tensor, suppress_id: int | None):
+    return F.cross_entropy(suppressed_logits(head(hidden), suppress_id), targets, reduction="none")
+
+
+def head_cross_entropy(
+    head: Callable[[torch.Tensor], torch.Tensor],
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    vocab_size: int,
+    suppress_id: int | None = None,
+    max_logit_elements: int = MAX_LOGIT_ELEMENTS,
+) -> torch.Tensor:
+    """Per-row cross-entropy of ``head(hidden)`` [N, V] against ``targets`` [N], never holding more
+    than ``max_logit_elements`` logits at once in memory for backward."""
+    n = hidden.shape[0]
+    if n * vocab_size <= max_logit_elements:
+        return _suppressed_ce(head, hidden, targets, suppress_id)
+    rows = max(1, max_logit_elements // vocab_size)
+    pieces = []
+    for start in range(0, n, rows):
+        h, y = hidden[start : start + rows], targets[start : start + rows]
+        if torch.is_grad_enabled():
+            pieces.append(checkpoint(_suppressed_ce, head, h, y, suppress_id, use_reentrant=False))
+        else:
+            pieces.append(_suppressed_ce(head, h, y, suppress_id))
+    return torch.cat(pieces)
+
+
+# RoBERTa-type models number positions from padding_idx + 1: of ``max_position_embeddings`` slots,
+# padding_idx + 1 (2 for RoBERTa / XLM-R) are never used by a real token.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def context_limit(model: nn.Module) -> int | None:
+    """The most tokens the model can take in one sequence (``None`` when its config does not say):
+    ``max_position_embeddings``, less the padding offset of RoBERTa-type position ids."""
+    config = getattr(_unwrap(model), "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
+        pad = getattr(config, "pad_token_id", None)
+        limit -= (pad if pad is not None else 1) + 1
+    return int(limit)
 
 
 class MaskedLMParts(nn.Module):
@@ -85,8 +145,6 @@ class MaskedLMParts(nn.Module):
         max_logit_elements: int | None = None,
     ) -> torch.Tensor:
         """Cross-entropy [N] of ``targets`` at the ``masked`` positions [B, L] of the noisy batch."""
-        from ..diffusion.loss import MAX_LOGIT_ELEMENTS, head_cross_entropy, suppressed_logits
-
         hidden = self.encode(noisy_ids, attention_mask)  # [B, L, H] (or [B, L, V] for the fallback)
         if sparse_head and self.sparse_head:
             return head_cross_entropy(

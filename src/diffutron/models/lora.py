@@ -1,33 +1,26 @@
 """LoRA through ``peft``: the Diffutron continual pre-training adapts the four linear layers of every block.
 
-    model = apply_lora(model, LoraSettings(r=256, alpha=256))   # the published CPT setting
+    model = apply_lora(model, LoraConfig(r=256, alpha=256))     # the published CPT setting
     ... train ...
     model = merge_lora(model)                                    # a plain model again, same outputs
 
 ModernBERT names those layers ``Wqkv`` and ``Wo`` (attention) and ``Wi`` and ``Wo`` (MLP); the
-default targets cover all four and leave the prediction head and embeddings frozen.
+default targets cover all four and leave the prediction head and embeddings frozen. The settings are
+``diffutron.config.LoraConfig`` (the YAML ``lora:`` section): one definition for configs and code.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
 from torch import nn
 
-DEFAULT_TARGETS = ["Wqkv", "Wo", "Wi"]
+from ..config import LoraConfig
 
 
-@dataclass
-class LoraSettings:
-    r: int = 256
-    alpha: int = 256
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-
-
-def apply_lora(model: nn.Module, settings: LoraSettings) -> PeftModel:
-    config = LoraConfig(
+def apply_lora(model: nn.Module, settings: LoraConfig) -> PeftModel:
+    """Wrap ``model`` with adapters of ``settings`` (its ``enabled`` and ``merge`` are the caller's)."""
+    config = PeftLoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,

@@ -4,7 +4,8 @@
     counts = reveal_counts(block_lengths, steps, schedule)         # [..., steps] how many per step
     commit = top_k_per_row(scores, k)                              # [B, L] bool
 
-Scorers see the filtered float64 logits [N, V] of the candidates and the proposals [N] (registered
+Scorers see the float64 logits [N, V] of the candidates at T = 1, before top-k / top-p (forbidden
+ids at -inf), and the proposals [N] (registered
 with ``@scorer``; ``REMASKING`` is derived from this registry):
 - ``low_confidence`` (LLaDA, Diffutron): probability of the proposed token;
 - ``margin`` (Dream): top-1 minus top-2 probability;

@@ -12,7 +12,9 @@ One loop serves generation and infilling. Its input is a canvas [B, L] and the p
 right-padded and padding is excluded by the attention mask, so a batch of prompts of different
 lengths gives what each prompt gives alone. Editable positions are cut, in order, into
 semi-autoregressive blocks of ``block_size``; each row decodes the lowest block that still has masks,
-in ``steps / n_blocks`` steps (or, with ``threshold``, as many as the text needs). A step:
+in ``steps / n_blocks`` steps (a remainder goes to the first blocks, so ``steps`` is the total; fewer
+steps than blocks gives each block one, with a warning; ``output.steps`` says what was taken), or, with
+``threshold``, as many as the text needs. A step:
 
   1. candidates: the still-masked positions of each row's current block;
   2. how many each row commits: from the schedule (deterministic or stochastic) or all of them for
@@ -21,7 +23,9 @@ in ``steps / n_blocks`` steps (or, with ``threshold``, as many as the text needs
      prediction for an unchanged canvas is the one it already had, so the call is simply not made;
   3. one forward pass over the rows that commit something (and, with guidance, the same rows with
      the prompt masked); the output head runs only at candidate positions;
-  4. proposals: penalty, suppression, top-k/top-p, greedy or Gumbel-max (``proposals.py``);
+  4. proposals: penalty, suppression, top-k/top-p, greedy or Gumbel-max (``proposals.py``), in
+     float64 but ``MAX_PROPOSAL_ELEMENTS`` at a time: a long answer in one block over a 256k
+     vocabulary would otherwise hold several float64 [N, V] copies (1 GB each at N = 512);
   5. commit the best-scored candidates by the commit rule (``commit.py``); with sampling, tokens are
      drawn only at candidates that can be committed (``_choose``: exact, and it spares float64 noise
      over the vocabulary at every masked position); committed tokens are never re-masked;
@@ -33,13 +37,14 @@ from __future__ import annotations
 
 import functools
 import itertools
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 
 from ..diffusion.schedules import LinearSchedule, Schedule
-from ..models.heads import MaskedLMParts
+from ..models.heads import MaskedLMParts, context_limit
 from .commit import (
     SCORERS,
     above_threshold,
@@ -51,6 +56,8 @@ from .commit import (
 from .config import GenerationConfig
 from .prompts import encode_prompt, encode_with_holes, render_partial
 from .proposals import apply_repetition_penalty_ids, draw, prepare
+
+MAX_PROPOSAL_ELEMENTS = 1 << 24  # float64 logits per chunk of candidates (128 MB), as in the loss
 
 
 @dataclass
@@ -118,7 +125,7 @@ def _right_padded(rows: list[list[int]], fill: int) -> tuple[torch.Tensor, torch
 
 
 def _check_context(model: torch.nn.Module, width: int, what: str) -> None:
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    limit = context_limit(model)  # RoBERTa-type: max_position_embeddings less the padding offset
     if limit is not None and width > limit:
         raise ValueError(f"{what} ({width} tokens) exceed the model's context of {limit}")
 
@@ -201,9 +208,16 @@ def _forbidden(
     return forbidden
 
 
+def _chunks(n: int, vocab: int) -> Iterator[torch.Tensor]:
+    size = max(1, MAX_PROPOSAL_ELEMENTS // max(vocab, 1))
+    for start in range(0, n, size):
+        yield torch.arange(start, min(n, start + size))
+
+
 def _choose(
-    logits: torch.Tensor,
-    scaled: torch.Tensor,
+    prepared: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    n: int,
+    vocab: int,
     rows: torch.Tensor,
     cols: torch.Tensor,
     shape: tuple[int, int],
@@ -212,40 +226,98 @@ def _choose(
     cfg: GenerationConfig,
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step 5: commit mask [B, L] and proposals [N] (-1 where nothing was drawn) for N candidates at
-    (rows, cols). Exactly the outcome of drawing every candidate, with draws made only where needed:
+    """Step 5: commit mask [B, L] and proposals [N] (-1 where nothing was drawn) for ``n`` candidates
+    at (rows, cols). ``prepared(idx)`` gives the (unfiltered, filtered) float64 logits of candidates
+    ``idx``, called a chunk at a time. Exactly the outcome of drawing every candidate, with draws made
+    only where needed:
     - a score that ignores the proposal (margin, entropy, random) picks first, then draws the picks;
     - a confidence score (low_confidence, threshold) cannot exceed that of the greedy token, so:
       draw where the rule would commit if every draw were greedy; then also draw any candidate whose
       greedy score reaches the weakest pick so far (drawing more can only raise that bar); pick."""
 
+    device = rows.device
+
     def grid(values: torch.Tensor) -> torch.Tensor:  # [N] candidate scores -> [B, L], -inf elsewhere
-        g = torch.full(shape, float("-inf"), dtype=torch.float64, device=logits.device)
+        g = torch.full(shape, float("-inf"), dtype=torch.float64, device=device)
         g[rows, cols] = values
         return g
 
-    greedy = logits.argmax(-1)
+    def draw_at(where: torch.Tensor, scored: torch.Tensor | None = None) -> None:
+        for chunk in _chunks(int(where.sum()), vocab):
+            idx = where.nonzero().flatten()[chunk.to(device)]
+            logits, scaled = prepared(idx)
+            tokens[idx] = draw(scaled, cfg.temperature, generator)
+            if scored is not None:
+                scored[idx] = score_fn(logits, tokens[idx], generator)
+
+    # [N] the greedy proposals and their scores (for a confidence: the best score any draw can get)
+    greedy = torch.empty(n, dtype=torch.long, device=device)
+    upper = torch.empty(n, dtype=torch.float64, device=device)
+    for idx in _chunks(n, vocab):
+        idx = idx.to(device)
+        logits, _ = prepared(idx)
+        greedy[idx] = logits.argmax(-1)
+        upper[idx] = score_fn(logits, greedy[idx] if score_fn.uses_proposal else None, generator)
     if cfg.temperature == 0:
-        tokens = greedy
-        return pick(grid(score_fn(logits, tokens if score_fn.uses_proposal else None, generator))), tokens
+        return pick(grid(upper)), greedy
     tokens = torch.full_like(greedy, -1)
     if not score_fn.uses_proposal:
-        commit = pick(grid(score_fn(logits, None, generator)))
-        at = commit[rows, cols]
-        tokens[at] = draw(scaled[at], cfg.temperature, generator)
+        commit = pick(grid(upper))
+        draw_at(commit[rows, cols])
         return commit, tokens
-    upper = score_fn(logits, greedy, generator)  # [N] the best score any draw can get
     score = torch.full_like(upper, float("-inf"))
     drawn = torch.zeros_like(greedy, dtype=torch.bool)
     todo = pick(grid(upper))[rows, cols]
     while todo.any():  # at most twice: what stays undrawn after a round is below a bar that only rises
-        tokens[todo] = draw(scaled[todo], cfg.temperature, generator)
-        score[todo] = score_fn(logits[todo], tokens[todo], generator)
+        draw_at(todo, score)
         drawn |= todo
         scores = grid(score)
         bar = weakest_pick(scores, pick(scores))
         todo = ~drawn & (upper >= bar[rows])
     return pick(grid(score)), tokens
+
+
+def _proposal_logits(
+    head: torch.Tensor,
+    uncond: torch.Tensor | None,
+    seen: torch.Tensor | None,
+    forbidden: torch.Tensor,
+    cfg: GenerationConfig,
+    idx: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-3 for candidates ``idx``: float64 logits (guidance, penalty, forbidden ids) unfiltered
+    at T = 1 for the scores, and at T with top-k / top-p for the draw (``proposals.prepare``)."""
+    logits = head[idx].double()
+    if uncond is not None:
+        u = uncond[idx].double()
+        logits = u + (cfg.guidance_scale + 1.0) * (logits - u)
+    if seen is not None:
+        logits = apply_repetition_penalty_ids(logits, seen[idx], cfg.repetition_penalty)
+    return prepare(logits, forbidden, cfg.temperature, cfg.top_k, cfg.top_p)
+
+
+def _steps_per_block(steps: int, n_blocks: int, threshold: bool) -> torch.Tensor:
+    """[n_blocks] steps of each block: ``steps`` split evenly, the remainder to the first blocks, so
+    the total is ``steps``; at least one each (warned: the total is then ``n_blocks``)."""
+    base, extra = divmod(steps, n_blocks)
+    if base == 0 and not threshold:
+        warnings.warn(
+            f"{steps} steps for {n_blocks} blocks: each block gets one step ({n_blocks} in all)",
+            stacklevel=4,
+        )
+    per_block = torch.full((n_blocks,), base, dtype=torch.long) + (torch.arange(n_blocks) < extra).long()
+    return per_block.clamp(min=1)
+
+
+def _plan(block_len: torch.Tensor, block_steps: torch.Tensor, schedule: Schedule) -> torch.Tensor:
+    """[B, n_blocks, max steps] tokens to commit at each step of each block (zeros past a block's end)."""
+    width = int(block_steps.max())
+    plan = torch.zeros(*block_len.shape, width, dtype=torch.long)
+    for s in block_steps.unique().tolist():
+        counts = reveal_counts(block_len, s, schedule)  # [B, n_blocks, s]
+        at = (block_steps == s)[None, :, None].expand(block_len.shape[0], -1, s)
+        plan[..., :s] = torch.where(at, counts, plan[..., :s])
+    return plan
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -276,10 +348,11 @@ def _run(
     batch, width = canvas.shape
     block = _block_ids(editable, cfg.block_size)
     n_blocks = int(block.max()) + 1 if editable.any() else 1
-    steps_per_block = max(1, cfg.steps // n_blocks)
+    block_steps = _steps_per_block(cfg.steps, n_blocks, cfg.remasking == "threshold").to(device)
+    max_steps = int(block_steps.max())
     block_len = torch.zeros(batch, n_blocks + 1, dtype=torch.long, device=device)
     block_len.scatter_add_(1, torch.where(editable, block, n_blocks), editable.long())
-    plan = reveal_counts(block_len[:, :n_blocks].cpu(), steps_per_block, schedule).to(device)
+    plan = _plan(block_len[:, :n_blocks].cpu(), block_steps.cpu(), schedule).to(device)
     threshold = cfg.remasking == "threshold"
     score_fn = SCORERS["low_confidence" if threshold else cfg.remasking]
     # Infilling writes text inside text: end, begin and padding tokens have no place in a hole.
@@ -312,13 +385,14 @@ def _run(
         candidates = masked & (block == cur[:, None]) & active[:, None]
         remaining = candidates.sum(1)
         # 2. how many each row commits; the block's last scheduled step empties it
+        cur_steps = block_steps[cur.clamp(max=n_blocks - 1)]  # [B] steps of each row's current block
         if threshold:
             k = remaining
         elif cfg.stochastic_counts:
-            k = stochastic_counts(remaining, step_in_block, steps_per_block, schedule, generator)
+            k = stochastic_counts(remaining, step_in_block, cur_steps.double(), schedule, generator)
         else:
-            k = plan[rows_all, cur.clamp(max=n_blocks - 1), step_in_block.clamp(max=steps_per_block - 1)]
-        k = torch.where(step_in_block >= steps_per_block - 1, remaining, torch.minimum(k, remaining))
+            k = plan[rows_all, cur.clamp(max=n_blocks - 1), step_in_block.clamp(max=max_steps - 1)]
+        k = torch.where(step_in_block >= cur_steps - 1, remaining, torch.minimum(k, remaining))
         need = active & (k > 0)
         commit = torch.zeros_like(candidates)
         if need.any():
@@ -333,20 +407,18 @@ def _run(
             # no padding in these rows (always so for one prompt): no mask to build, a faster attention
             hidden = parts.encode(ids, None if bool(att.all()) else att)
             r, c = cand.nonzero(as_tuple=True)
-            logits = parts.head(hidden[r, c]).double()  # [N, V]: head only where a token is proposed
-            if guided:
-                uncond_logits = parts.head(hidden[r + len(sub), c]).double()
-                logits = uncond_logits + (cfg.guidance_scale + 1.0) * (logits - uncond_logits)
+            head = parts.head(hidden[r, c])  # [N, V]: head only where a token is proposed
+            uncond_head = parts.head(hidden[r + len(sub), c]) if guided else None
             passes += 1
             row_passes += need.long()
-            # 4. proposals
+            # 4. proposals, in float64 a chunk of candidates at a time (see ``_proposal_logits``)
             if forbidden is None:
-                forbidden = _forbidden(logits.shape[-1], cfg, mask_id, extra, device)
+                forbidden = _forbidden(head.shape[-1], cfg, mask_id, extra, device)
+            seen = None
             if cfg.repetition_penalty != 1.0:
                 # ids in each row's canvas; padding and holes point at the mask, forbidden anyway
-                seen = torch.where(att[: len(sub)].bool(), canvas[sub, :w], mask_id)
-                logits = apply_repetition_penalty_ids(logits, seen[r], cfg.repetition_penalty)
-            logits, scaled = prepare(logits, forbidden, cfg.temperature, cfg.top_k, cfg.top_p)
+                seen = torch.where(att[: len(sub)].bool(), canvas[sub, :w], mask_id)[r]
+            prepared = functools.partial(_proposal_logits, head, uncond_head, seen, forbidden, cfg)
             # 5. choose the commits by the rule; draw proposals only where they can be committed
             chosen = candidates & need[:, None]
             if threshold:
@@ -354,7 +426,10 @@ def _run(
             else:
                 pick = functools.partial(top_k_per_row, candidates=chosen, k=k)
             rows = sub[r]
-            commit, tokens = _choose(logits, scaled, rows, c, (batch, width), pick, score_fn, cfg, generator)
+            n, vocab = head.shape
+            commit, tokens = _choose(
+                prepared, n, vocab, rows, c, (batch, width), pick, score_fn, cfg, generator
+            )
             proposed = torch.full_like(canvas, mask_id)
             proposed[rows, c] = tokens
             canvas = torch.where(commit, proposed, canvas)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 
+from ..text.bos import with_bos
 from ..text.chat import ANSWER_END, format_chat
 
 HOLE = re.compile(r"<mask(?::(\d+))?>|\[(?:\.\.\.|…)(\d*)\]")
@@ -26,11 +27,6 @@ CHAT_STOP = (ANSWER_END,)  # "[/Answer]" ends an answer under the Diffutron chat
 
 def _tokens(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-
-
-def with_bos(tokenizer, ids: list[int]) -> list[int]:
-    bos = tokenizer.bos_token_id
-    return [bos, *ids] if bos is not None and (not ids or ids[0] != bos) else list(ids)
 
 
 def encode_prompt(tokenizer, prompt: str | list[int]) -> list[int]:

@@ -10,8 +10,10 @@ The order is the references' (LLaDA, Diffutron's generator, ``transformers``):
   3. top-k / top-p on logits / T (T = 1 when greedy);
   4. the proposal: argmax (T = 0) or Gumbel-max in float64, argmax(logits / T + g), g = -log(E),
      E ~ Exp(1) (LLaDA's exp(logits) / E^T: the same argmax);
-  5. the commit rules score the softmax of the filtered logits at T = 1 (LLaDA computes confidence
-     without the temperature).
+  5. the commit rules score the softmax of the *unfiltered* logits at T = 1 (steps 1-2 only): LLaDA and
+     Fast-dLLM compute confidence without the temperature and without top-k / top-p, which only shape
+     the draw. Scoring the renormalised kept set would give a position whose top token has p = 0.85
+     confidence 1.0 under top_p = 0.8, and every position confidence 1.0 under top_k = 1.
 Only the N still-masked positions of the current block reach this module, and the engine draws
 (step 4) only at those that can be committed this step (see engine.py): float64 noise over a 256k
 vocabulary for every masked position would be a large share of a step.
@@ -73,13 +75,13 @@ def top_k_top_p_keep(scaled: torch.Tensor, top_k: int, top_p: float) -> torch.Te
 def prepare(
     logits: torch.Tensor, forbidden: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 1 and 3: float64, forbidden ids and top-k / top-p cuts at -inf. Returns the logits at
-    T = 1 (what the commit rules score) and at T (what is sampled from)."""
+    """Steps 1 and 3: float64, forbidden ids at -inf. Returns the unfiltered logits at T = 1 (what the
+    commit rules score) and the logits at T with the top-k / top-p cuts at -inf (what is sampled from).
+    The best id survives both, so the greedy proposal is the argmax of either."""
     logits = logits.double().masked_fill(forbidden, float("-inf"))
     scaled = logits / temperature if temperature > 0 else logits
     keep = top_k_top_p_keep(scaled, top_k, top_p)
     if keep is not None:
-        logits = logits.masked_fill(~keep, float("-inf"))
         scaled = scaled.masked_fill(~keep, float("-inf"))
     return logits, scaled
 
@@ -102,7 +104,7 @@ def propose(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 1, 3 and 4 for every row: the proposed ids [N] and the filtered float64 logits [N, V].
+    """Steps 1, 3 and 4 for every row: the proposed ids [N] and the unfiltered float64 logits [N, V].
     (The engine calls ``prepare`` on every candidate but ``draw`` only where a draw can matter.)"""
     logits, scaled = prepare(logits, forbidden, temperature, top_k, top_p)
     return draw(scaled, temperature, generator), logits

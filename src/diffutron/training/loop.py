@@ -3,7 +3,9 @@
     result = train(load_config(resolve("pretrain-tiny")), out_dir="runs/tiny")
     result = train(cfg, out_dir="runs/tiny", resume=True)       # continue after a crash
 
-One loop for every kind of run: the data component yields fixed-length rows and a ``maskable`` mask
+``train`` reads top to bottom as its phases: ``_prepare`` (run folder, components, optimiser,
+resume), the loop of ``_step`` (one optimiser step), ``_evaluate`` (validation ELBO) and checkpoints,
+then ``_finish`` (save the model, card, plot, summary). One loop for every kind of run: the data component yields fixed-length rows and a ``maskable`` mask
 (every position for packed pre-training blocks; the answer and its end-token padding for SFT rows,
 whose prompt is never masked). What a step does:
   1. take the next micro-batch of rows (a seeded permutation per epoch; each process its slice);
@@ -38,14 +40,14 @@ from ..diffusion import elbo_perplexity, get_schedule, mdlm_loss
 from ..io import atomic_write_json, atomic_write_text
 from ..models.checkpoint import DiffusionSettings, save_checkpoint
 from ..models.heads import MaskedLMParts
-from ..models.lora import LoraSettings, apply_lora, merge_lora, trainable_share
+from ..models.lora import apply_lora, merge_lora, trainable_share
 from .card import write_model_card
 from .plots import plot_loss_curve, read_metrics
 from .prepare import TrainData, build_model, prepare_chat_template, prepare_data, prepare_tokenizer
 from .state import TrainState, latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 
 log = logging.getLogger(__name__)
-CALIBRATION_STEPS = 5  # steps timed before a time-budgeted run fixes its length
+CALIBRATION_STEPS = 5  # steps a time-budgeted run takes before it first sizes itself
 
 
 @dataclass
@@ -137,6 +139,42 @@ class BlockBatches:
         return ids, maskable
 
 
+@dataclass
+class _Run:
+    """Everything a run's phases share, built once by ``_prepare``."""
+
+    cfg: RunConfig
+    out_dir: Path
+    accelerator: Accelerator
+    tokenizer: object
+    data: TrainData
+    parts: torch.nn.Module  # MaskedLMParts, wrapped by accelerate
+    schedule: object
+    settings: DiffusionSettings
+    batches: BlockBatches
+    state: TrainState
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    val_blocks: torch.Tensor
+    val_maskable: torch.Tensor
+    val_answer_tokens: int
+    parameters: tuple[int, int, float]  # trainable, total, share
+    resumed: bool
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+
 def train(
     cfg: RunConfig,
     out_dir: str | Path,
@@ -149,7 +187,50 @@ def train(
     """Train ``cfg`` into ``out_dir`` (checkpoints/, metrics.jsonl, loss.png, summary.json, model/ with
     a model card). ``max_steps`` overrides the config's total (and ``epochs``); ``card`` adds lines
     to the model card (a recipe's name and stage, the base model)."""
-    out_dir = Path(out_dir)
+    run = _prepare(cfg, Path(out_dir), resume, max_steps)
+    tc, state = cfg.training, run.state
+    run.parts.train()
+    bar = tqdm(
+        total=state.total_steps,
+        initial=state.step,
+        desc="train",
+        disable=not (progress and run.main),
+        dynamic_ncols=True,
+    )
+    # the "before" numbers: measured now, or read back from the log of the run being resumed
+    first_eval = _evaluate(run, state.step) if state.step == 0 else _logged_eval(run.metrics_path, step=0)
+    t_start, tokens_at_start, start_step = time.perf_counter(), state.tokens, state.step
+    budget = _TimeBudget(tc.max_minutes, tc.max_steps) if tc.max_minutes else None
+    elapsed_before = state.elapsed_s
+    while state.step < state.total_steps:
+        loss, step_tokens = _step(run)
+        state.step += 1
+        state.tokens += step_tokens * run.accelerator.num_processes
+        elapsed = time.perf_counter() - t_start
+        state.elapsed_s = elapsed_before + elapsed
+        tok_s = (state.tokens - tokens_at_start) / max(elapsed, 1e-9)
+        # time budget: size the run from the recent pace, so the cosine ends when the budget does
+        if budget is not None and budget.update(state, start_step):
+            bar.total = state.total_steps
+        if run.main and (state.step % tc.log_every == 0 or state.step == state.total_steps):
+            lr = run.scheduler.get_last_lr()[0]
+            row = {"kind": "train", "step": state.step, "loss": loss, "lr": lr, "tokens": state.tokens}
+            _append_jsonl(run.metrics_path, {**row, "tokens_per_second": tok_s})
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+        bar.update(1)
+        if tc.eval_every and state.step % tc.eval_every == 0 and state.step < state.total_steps:
+            row = _evaluate(run, state.step)
+            bar.write(f"step {state.step}: val ELBO ppl {row['val_elbo_ppl']:.2f}")
+        if tc.save_every and state.step % tc.save_every == 0 and state.step < state.total_steps:
+            save_training_checkpoint(run.accelerator, run.ckpt_root, state, run.generator, tc.keep_last)
+    bar.close()
+    speed = (state.tokens - tokens_at_start) / max(time.perf_counter() - t_start, 1e-9)
+    return _finish(run, first_eval, speed, card)
+
+
+def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None) -> _Run:
+    """Phase 1: check the run folder, build tokenizer, data, model (+ LoRA), batches, optimiser, and
+    restore a checkpoint when resuming."""
     tc = cfg.training
     if max_steps is not None:
         tc.max_steps = max_steps
@@ -167,7 +248,7 @@ def train(
     check_same_run(out_dir, cfg, resume_from is not None)
     set_seed(tc.seed)
 
-    # 1. components: tokenizer (+ chat template for SFT), data rows, model (+ LoRA), schedule
+    # components: tokenizer (+ chat template for SFT), data rows, model (+ LoRA), schedule
     with accelerator.main_process_first():
         tokenizer = prepare_tokenizer(cfg.tokenizer, cfg.model, cfg.data, out_dir, cfg.data.block_size)
         if cfg.sft is not None:
@@ -175,20 +256,18 @@ def train(
         data: TrainData = prepare_data(cfg, tokenizer, out_dir / "data", tc.seed)
     model = build_model(cfg.model, tokenizer)
     if cfg.lora.enabled:
-        model = apply_lora(
-            model, LoraSettings(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
-        )
-    n_trainable, n_total, share = trainable_share(model)
+        model = apply_lora(model, cfg.lora)
+    parameters = trainable_share(model)
     schedule = get_schedule(cfg.diffusion.schedule, **cfg.diffusion.schedule_args)
-    mask_id = tokenizer.mask_token_id
     settings = DiffusionSettings(
         schedule=schedule.to_dict(),
-        mask_token_id=mask_id,
+        mask_token_id=tokenizer.mask_token_id,
         normalization=cfg.diffusion.normalization,
         t_eps=cfg.diffusion.t_eps,
+        context_length=int(data.length),
     )
 
-    # 2. batches; `epochs` fixes the step total from the epoch size
+    # batches; `epochs` fixes the step total from the epoch size
     batches = BlockBatches(
         data.rows,
         data.train_idx,
@@ -201,11 +280,8 @@ def train(
     if tc.epochs is not None and max_steps is None:
         tc.max_steps = math.ceil(tc.epochs * batches.batches_per_epoch / tc.grad_accum)
     val_rows = np.sort(data.val_idx[: tc.eval_blocks])
-    val_blocks = torch.from_numpy(np.asarray(data.rows[val_rows], dtype=np.int64))
-    val_maskable = torch.from_numpy(data.maskable(val_rows))
-    val_answer_tokens = int(data.answer_lengths[val_rows].sum()) if data.answer_lengths is not None else 0
 
-    # 3. optimisation: AdamW + warmup/cosine; the LR lambda reads state.total_steps (fixed at calibration)
+    # optimisation: AdamW + warmup/cosine; the LR lambda reads state.total_steps (a time budget moves it)
     state = TrainState(total_steps=tc.max_steps)
     optimizer = _optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -223,132 +299,115 @@ def train(
             state.total_steps = max_steps  # --max-steps is the run's total; the cosine follows it
         if main:
             print(f"resumed from {resume_from} at step {state.step}/{state.total_steps}")
-    metrics_path = out_dir / "metrics.jsonl"
     if main:
-        _truncate_metrics(metrics_path, state.step)
+        _truncate_metrics(out_dir / "metrics.jsonl", state.step)
         atomic_write_json(out_dir / "run_config.json", to_dict(cfg))
         if data.report_text:
             atomic_write_text(out_dir / "data_report.txt", data.report_text + "\n")
-
-    def evaluate(step: int) -> dict:
-        res = elbo_perplexity(
-            parts,
-            val_blocks,
-            schedule=schedule,
-            mask_id=mask_id,
-            maskable=val_maskable,
-            t_samples=tc.eval_t_samples,
-            batch_size=tc.batch_size,
-            seed=tc.seed + 12345,
-        )
-        row = {
-            "kind": "eval",
-            "step": step,
-            "val_elbo_ppl": res.perplexity,
-            "val_nelbo": res.nelbo_per_token,
-            "val_stderr": res.stderr_nelbo,
-            "val_tokens": res.tokens,
-        }
-        if val_answer_tokens:
-            # the same NELBO (answer + end padding, given the prompt) per answer token: a bound on the
-            # answer's per-token perplexity that padding does not dilute
-            per_answer = res.nelbo_per_token * res.tokens / val_answer_tokens
-            row["val_answer_nelbo"] = per_answer
-            row["val_answer_elbo_ppl"] = math.exp(min(per_answer, 700.0))
-        if main:
-            _append_jsonl(metrics_path, row)
-        return row
-
-    # 4. the loop
-    parts.train()
-    bar = tqdm(
-        total=state.total_steps,
-        initial=state.step,
-        desc="train",
-        disable=not (progress and main),
-        dynamic_ncols=True,
+    return _Run(
+        cfg=cfg,
+        out_dir=out_dir,
+        accelerator=accelerator,
+        tokenizer=tokenizer,
+        data=data,
+        parts=parts,
+        schedule=schedule,
+        settings=settings,
+        batches=batches,
+        state=state,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=generator,
+        val_blocks=torch.from_numpy(np.asarray(data.rows[val_rows], dtype=np.int64)),
+        val_maskable=torch.from_numpy(data.maskable(val_rows)),
+        val_answer_tokens=int(data.answer_lengths[val_rows].sum()) if data.answer_lengths is not None else 0,
+        parameters=parameters,
+        resumed=resume_from is not None,
     )
-    # the "before" numbers: measured now, or read back from the log of the run being resumed
-    first_eval = evaluate(state.step) if state.step == 0 else _logged_eval(metrics_path, step=0)
-    t_start, tokens_at_start, start_step = time.perf_counter(), state.tokens, state.step
-    calibrated = resume_from is not None  # a resumed run keeps the total it fixed before
-    elapsed_before = state.elapsed_s
-    while state.step < state.total_steps:
-        step_tokens, loss_sum = 0, 0.0
-        for micro in range(tc.grad_accum):
-            ids, maskable = batches.get(state)
-            ids, maskable = ids.to(accelerator.device), maskable.to(accelerator.device)
-            sync = micro == tc.grad_accum - 1
-            ctx = accelerator.no_sync(parts) if not sync else _nullcontext()
-            with ctx, accelerator.autocast():
-                out = mdlm_loss(
-                    parts,
-                    ids,
-                    maskable,
-                    schedule=schedule,
-                    mask_id=mask_id,
-                    normalization=cfg.diffusion.normalization,
-                    generator=generator,
-                    antithetic=cfg.diffusion.antithetic,
-                    eps=cfg.diffusion.t_eps,
-                )
-                accelerator.backward(out.loss / tc.grad_accum)
-            loss_sum += float(out.loss.detach()) / tc.grad_accum
-            step_tokens += out.n_maskable
-        if tc.grad_clip > 0:
-            accelerator.clip_grad_norm_(parts.parameters(), tc.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        state.tokens += step_tokens * accelerator.num_processes
-        elapsed = time.perf_counter() - t_start
-        state.elapsed_s = elapsed_before + elapsed
-        tok_s = (state.tokens - tokens_at_start) / max(elapsed, 1e-9)
 
-        # time budget: after a few steps, fix the total so the cosine ends when the budget does
-        if tc.max_minutes and not calibrated and state.step - start_step >= CALIBRATION_STEPS:
-            calibrated = True
-            per_step = elapsed / (state.step - start_step)
-            budget_steps = state.step + int((tc.max_minutes * 60 - state.elapsed_s) / per_step)
-            state.total_steps = max(state.step + 1, min(state.total_steps, budget_steps))
-            bar.total = state.total_steps
-        if main and (state.step % tc.log_every == 0 or state.step == state.total_steps):
-            _append_jsonl(
-                metrics_path,
-                {
-                    "kind": "train",
-                    "step": state.step,
-                    "loss": loss_sum,
-                    "lr": scheduler.get_last_lr()[0],
-                    "tokens": state.tokens,
-                    "tokens_per_second": tok_s,
-                },
+
+def _step(run: _Run) -> tuple[float, int]:
+    """Phase 2, one optimiser step: ``grad_accum`` micro-batches, clip, AdamW, LR. Returns the loss
+    and the maskable tokens of this process."""
+    tc, accelerator, parts = run.cfg.training, run.accelerator, run.parts
+    step_tokens, loss_sum = 0, 0.0
+    for micro in range(tc.grad_accum):
+        ids, maskable = run.batches.get(run.state)
+        ids, maskable = ids.to(accelerator.device), maskable.to(accelerator.device)
+        sync = micro == tc.grad_accum - 1
+        ctx = accelerator.no_sync(parts) if not sync else _nullcontext()
+        with ctx, accelerator.autocast():
+            out = mdlm_loss(
+                parts,
+                ids,
+                maskable,
+                schedule=run.schedule,
+                mask_id=run.settings.mask_token_id,
+                normalization=run.cfg.diffusion.normalization,
+                generator=run.generator,
+                stratified=run.cfg.diffusion.stratified_t,
+                eps=run.cfg.diffusion.t_eps,
             )
-        bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
-        bar.update(1)
-        if tc.eval_every and state.step % tc.eval_every == 0 and state.step < state.total_steps:
-            row = evaluate(state.step)
-            bar.write(f"step {state.step}: val ELBO ppl {row['val_elbo_ppl']:.2f}")
-        if tc.save_every and state.step % tc.save_every == 0 and state.step < state.total_steps:
-            save_training_checkpoint(accelerator, ckpt_root, state, generator, tc.keep_last)
-    bar.close()
+            accelerator.backward(out.loss / tc.grad_accum)
+        loss_sum += float(out.loss.detach()) / tc.grad_accum
+        step_tokens += out.n_maskable
+    if tc.grad_clip > 0:
+        accelerator.clip_grad_norm_(parts.parameters(), tc.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_sum, step_tokens
 
-    # 5. the end: final checkpoint, validation, model folder (LoRA merged) + card, plot, summary
-    save_training_checkpoint(accelerator, ckpt_root, state, generator, tc.keep_last)
-    final_eval = evaluate(state.step)
-    model_dir = out_dir / "model"
+
+def _evaluate(run: _Run, step: int) -> dict:
+    """Phase 3: validation ELBO perplexity on the fixed held-out rows (fixed seed), logged."""
+    tc = run.cfg.training
+    res = elbo_perplexity(
+        run.parts,
+        run.val_blocks,
+        schedule=run.schedule,
+        mask_id=run.settings.mask_token_id,
+        maskable=run.val_maskable,
+        t_samples=tc.eval_t_samples,
+        batch_size=tc.batch_size,
+        seed=tc.seed + 12345,
+    )
+    row = {
+        "kind": "eval",
+        "step": step,
+        "val_elbo_ppl": res.perplexity,
+        "val_nelbo": res.nelbo_per_token,
+        "val_stderr": res.stderr_nelbo,
+        "val_tokens": res.tokens,
+    }
+    if run.val_answer_tokens:
+        # the same NELBO (answer + end padding, given the prompt) per answer token: a bound on the
+        # answer's per-token perplexity that padding does not dilute
+        per_answer = res.nelbo_per_token * res.tokens / run.val_answer_tokens
+        row["val_answer_nelbo"] = per_answer
+        row["val_answer_elbo_ppl"] = math.exp(min(per_answer, 700.0))
+    if run.main:
+        _append_jsonl(run.metrics_path, row)
+    return row
+
+
+def _finish(run: _Run, first_eval: dict | None, tokens_per_second: float, card: dict | None) -> TrainResult:
+    """Phase 4, save: final checkpoint, validation, model folder (LoRA merged) + card, plot, summary."""
+    cfg, tc, state, data = run.cfg, run.cfg.training, run.state, run.data
+    save_training_checkpoint(run.accelerator, run.ckpt_root, state, run.generator, tc.keep_last)
+    final_eval = _evaluate(run, state.step)
+    model_dir = run.out_dir / "model"
     summary: dict = {}
-    if main:
-        net = accelerator.unwrap_model(parts).model
+    if run.main:
+        net = run.accelerator.unwrap_model(run.parts).model
         if cfg.lora.enabled and cfg.lora.merge:
             net = merge_lora(net)
         elif cfg.lora.enabled:
-            net.save_pretrained(out_dir / "adapter")
+            net.save_pretrained(run.out_dir / "adapter")
             net = merge_lora(net)
-        save_checkpoint(model_dir, net, tokenizer, settings)
-        plot_loss_curve(metrics_path, out_dir / "loss.png", title=out_dir.name)
-        elapsed = time.perf_counter() - t_start
+        save_checkpoint(model_dir, net, run.tokenizer, run.settings)
+        plot_loss_curve(run.metrics_path, run.out_dir / "loss.png", title=run.out_dir.name)
+        n_trainable, n_total, share = run.parameters
         summary = {
             "kind": data.kind,
             "val_elbo_ppl": final_eval["val_elbo_ppl"],
@@ -357,7 +416,7 @@ def train(
             "val_stderr": final_eval["val_stderr"],
             "steps": state.step,
             "train_tokens": state.tokens,
-            "tokens_per_second": (state.tokens - tokens_at_start) / max(elapsed, 1e-9),
+            "tokens_per_second": tokens_per_second,
             "train_seconds": state.elapsed_s,
             "parameters": n_total,
             "trainable_parameters": n_trainable,
@@ -365,22 +424,50 @@ def train(
             "train_blocks": int(len(data.train_idx)),
             "val_blocks": int(len(data.val_idx)),
             "block_size": data.length,
-            "vocab_size": len(tokenizer),
-            "schedule": schedule.to_dict(),
+            "vocab_size": len(run.tokenizer),
+            "schedule": run.schedule.to_dict(),
             "data_problems": data.report if data.kind == "pretrain" else None,
         }
         if data.kind == "sft":
             summary.update(
                 val_answer_elbo_ppl=final_eval["val_answer_elbo_ppl"],
                 val_answer_elbo_ppl_start=first_eval["val_answer_elbo_ppl"] if first_eval else None,
-                epochs=state.step * tc.grad_accum / max(batches.batches_per_epoch, 1),
+                epochs=state.step * tc.grad_accum / max(run.batches.batches_per_epoch, 1),
                 sft_data=data.report,
             )
         write_model_card(model_dir, cfg, summary, card)
-        atomic_write_json(out_dir / "summary.json", summary)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return TrainResult(out_dir=out_dir, model_dir=model_dir, state=state, val=final_eval, summary=summary)
+        atomic_write_json(run.out_dir / "summary.json", summary)
+    run.accelerator.wait_for_everyone()
+    run.accelerator.end_training()
+    return TrainResult(out_dir=run.out_dir, model_dir=model_dir, state=state, val=final_eval, summary=summary)
+
+
+class _TimeBudget:
+    """Sizes a run to ``max_minutes`` of training. The first steps are the slowest (warm-up of the
+    allocator, caches, the first evaluation's pages), so the pace is re-measured as training runs:
+    after ``CALIBRATION_STEPS`` steps, and from then on every step from the steps since then only.
+    The total is the steps the remaining time allows at that pace (at most the configured
+    ``max_steps``); when the time is spent, the run stops. Evaluations inside the loop count as
+    training time: the budget given is the budget spent."""
+
+    def __init__(self, minutes: float, max_steps: int):
+        self.seconds, self.cap = minutes * 60, max_steps
+        self.mark: tuple[int, float] | None = None  # (step, elapsed) where the pace is measured from
+
+    def update(self, state: TrainState, start_step: int) -> bool:
+        """Re-size ``state.total_steps``; True when it changed."""
+        if state.step - start_step < CALIBRATION_STEPS:
+            return False
+        if self.mark is None or state.step == self.mark[0]:
+            self.mark = self.mark or (state.step, state.elapsed_s)
+            pace = state.elapsed_s / max(state.step, 1)  # the first estimate: the slow steps only
+        else:
+            pace = (state.elapsed_s - self.mark[1]) / (state.step - self.mark[0])
+        left = self.seconds - state.elapsed_s
+        total = state.step + max(0, int(left / max(pace, 1e-9)))
+        total = max(state.step, min(self.cap, total))
+        changed, state.total_steps = total != state.total_steps, total
+        return changed
 
 
 class _nullcontext:

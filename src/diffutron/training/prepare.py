@@ -82,7 +82,7 @@ def prepare_blocks(data: DataConfig, tokenizer, cache_dir: Path) -> tuple[np.nda
             default=str,
         ).encode()
     ).hexdigest()[:16]
-    cache = cache_dir / f"blocks-{key}.npy"
+    cache = cache_dir / f"blocks-bos-{key}.npy"  # "bos": documents framed <bos> ... <eos> (text.bos)
     report = DataReport()
     blocks = build_blocks(iter_corpus(data, report), tokenizer, data.block_size, cache_path=cache)
     return blocks, report

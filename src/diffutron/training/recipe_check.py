@@ -24,7 +24,7 @@ from ..config import RecipeConfig
 from ..data.sft import TOO_LONG, as_source, label
 from ..diffusion.loss import NORMALIZATIONS
 from ..diffusion.schedules import get_schedule
-from ..models.lora import LoraSettings, apply_lora, trainable_share
+from ..models.lora import apply_lora, trainable_share
 from ..models.presets import PRESETS, preset_config
 
 
@@ -95,7 +95,7 @@ def _share(config: Any, lora: Any) -> tuple[int, int, float]:
     with torch.device("meta"):
         model = AutoModelForMaskedLM.from_config(config)
         if lora.enabled:
-            model = apply_lora(model, LoraSettings(lora.r, lora.alpha, lora.dropout, lora.target_modules))
+            model = apply_lora(model, lora)
     return trainable_share(model)
 
 
