@@ -264,7 +264,8 @@ def _tail(text: str, lines: int = 3) -> str:
 def check_imports_from_copy(tree: Path) -> None:
     """The copy's source must be the one imported, not an installed diffutron."""
     out = subprocess.run(
-        [sys.executable, "-c", "import diffutron; print(diffutron.__file__)"],
+        # a submodule: diffutron itself is a namespace package (no __init__.py, no __file__)
+        [sys.executable, "-c", "import diffutron.config as m; print(m.__file__)"],
         cwd=tree,
         env=_environment(tree),
         capture_output=True,
