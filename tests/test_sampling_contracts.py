@@ -1,4 +1,5 @@
-"""A batch must give each row what that row gives alone: padding unseen, one row's end not the others'.
+"""Contracts of the sampling loop. A batch gives each row what that row gives alone (padding unseen,
+one row's end not the others'), and a commit rule that stops committing fails instead of spinning.
 
 Two stand-ins make rows differ for sure: a fixed-logits table (``test_sampling_rules.FixedLogits``)
 read at different absolute positions by prompts of different lengths, and a model whose proposals

@@ -228,10 +228,12 @@ def _environment(tree: Path) -> dict[str, str]:
 
 
 def run_tests(
-    tree: Path, tests: tuple[str, ...], timeout: float, per_test_timeout: int | None
+    tree: Path, tests: tuple[str, ...], timeout: float, per_test_timeout: int | None, stop_first: bool = True
 ) -> tuple[int | None, str]:
-    """(pytest exit code or None on timeout, last lines of its output), run in the copy."""
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    """(pytest exit code or None on timeout, its output), run in the copy."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+    if stop_first:
+        cmd.insert(3, "-x")
     if per_test_timeout and importlib.util.find_spec("pytest_timeout") is not None:
         cmd.append(f"--timeout={per_test_timeout}")
     proc = subprocess.Popen(
@@ -276,7 +278,9 @@ def check_imports_from_copy(tree: Path) -> None:
         raise RuntimeError(f"diffutron is imported from {out}, not from the copy in {tree}")
 
 
-def run_mutation(tree: Path, mutation: Mutation, timeout: float, per_test_timeout: int | None) -> Outcome:
+def run_mutation(
+    tree: Path, mutation: Mutation, timeout: float, per_test_timeout: int | None, stop_first: bool = True
+) -> Outcome:
     start = time.perf_counter()
     problems = find_problems(mutation, tree)
     if problems:
@@ -285,7 +289,7 @@ def run_mutation(tree: Path, mutation: Mutation, timeout: float, per_test_timeou
     original = path.read_text(encoding="utf-8")
     path.write_text(original.replace(mutation.original, mutation.replacement), encoding="utf-8")
     try:
-        code, out = run_tests(tree, mutation.tests, timeout, per_test_timeout)
+        code, out = run_tests(tree, mutation.tests, timeout, per_test_timeout, stop_first)
     finally:
         path.write_text(original, encoding="utf-8")
     seconds = time.perf_counter() - start
@@ -294,8 +298,12 @@ def run_mutation(tree: Path, mutation: Mutation, timeout: float, per_test_timeou
     if code == 0:
         return Outcome(mutation, "survived", _tail(out, 1), seconds)
     if code == 1:  # tests failed
-        failed = [ln for ln in out.splitlines() if ln.startswith(("FAILED", "ERROR"))]
-        return Outcome(mutation, "killed", (failed[0] if failed else _tail(out))[:300], seconds)
+        failed = [
+            ln.split(" ", 1)[1].split(" - ")[0]
+            for ln in out.splitlines()
+            if ln.startswith(("FAILED ", "ERROR "))
+        ]
+        return Outcome(mutation, "killed", ", ".join(failed) if failed else _tail(out), seconds)
     return Outcome(mutation, "error", f"pytest exit code {code}: {_tail(out)}", seconds)
 
 
@@ -306,7 +314,13 @@ def markdown(outcomes: list[Outcome], baseline_seconds: float | None) -> str:
     ]
     for o in outcomes:
         m = o.mutation
-        caught = o.detail.removeprefix("FAILED ").split(" - ")[0] if o.status == "killed" else o.detail
+        caught = (
+            ", ".join(f"`{t.split('::')[-1]}`" for t in o.detail.split(", "))
+            if o.status == "killed"
+            else o.detail
+        )
+        if o.detail.startswith("timed out"):
+            caught = o.detail
         lines.append(
             f"| `{m.name}` | `{m.file.removeprefix('src/diffutron/')}` | {m.why} | **{o.status}** | "
             f"{caught.replace('|', '/')} | {o.seconds:.0f} |"
@@ -331,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         "--per-test-timeout", type=int, default=600, help="pytest-timeout limit per test (default 600)"
     )
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the unmutated tests first")
+    parser.add_argument(
+        "--each-test",
+        action="store_true",
+        help="run every named test (no -x): report all the tests that fail",
+    )
     parser.add_argument("--report", type=Path, help="also write the markdown report to this file")
     args = parser.parse_args(argv)
 
@@ -363,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = []
         for i, m in enumerate(selected, start=1):
             print(f"[{i}/{len(selected)}] {m.name} ...", end=" ", flush=True)
-            outcome = run_mutation(tree, m, args.timeout, args.per_test_timeout)
+            outcome = run_mutation(tree, m, args.timeout, args.per_test_timeout, not args.each_test)
             print(f"{outcome.status} ({outcome.seconds:.0f} s) {outcome.detail[:120]}", flush=True)
             outcomes.append(outcome)
     report = markdown(outcomes, baseline_seconds)
