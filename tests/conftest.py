@@ -72,3 +72,16 @@ def micro_model(tokenizer):
 
     torch.manual_seed(0)
     return ModernBertForMaskedLM(preset_config("tiny", tokenizer, **MICRO))
+
+
+@pytest.fixture
+def reading_model(tokenizer):
+    """A micro ModernBERT whose greedy output depends on its prompt: with the default initialisation a
+    random micro model writes the same token everywhere, so "batched equals one by one" would hold
+    whatever the sampler did; initializer_range 0.2 makes its rows differ."""
+    from transformers import ModernBertForMaskedLM
+
+    from diffutron.models.presets import preset_config
+
+    torch.manual_seed(0)
+    return ModernBertForMaskedLM(preset_config("tiny", tokenizer, **MICRO, initializer_range=0.2)).eval()

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import MICRO
 from test_sampling_rules import BASE, FixedLogits, confident, make_table
 from torch import nn
 
@@ -84,17 +83,6 @@ def test_padding_is_never_attended_to(tokenizer, remasking):
     alone = one_by_one(model, tokenizer, prompts, cfg)
     assert [a.token_ids[0] for a in alone] == together.token_ids
     assert alone[0].token_ids[0] == [100 + 7 + i for i in range(2, 7)]  # 7 positions seen, not 12
-
-
-@pytest.fixture
-def reading_model(tokenizer):
-    """A micro ModernBERT whose greedy output depends on its context (initializer_range 0.2)."""
-    from transformers import ModernBertForMaskedLM
-
-    from diffutron.models.presets import preset_config
-
-    torch.manual_seed(0)
-    return ModernBertForMaskedLM(preset_config("tiny", tokenizer, **MICRO, initializer_range=0.2)).eval()
 
 
 def test_batched_generation_equals_one_by_one_on_a_model_that_reads_its_context(reading_model, tokenizer):
