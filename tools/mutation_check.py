@@ -394,4 +394,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the copy is gone by now, and the working tree was never touched
+        print("\ninterrupted: nothing was changed in the working tree", file=sys.stderr)
+        sys.exit(130)
