@@ -267,7 +267,8 @@ def _tail(text: str, lines: int = 3) -> str:
 def check_imports_from_copy(tree: Path) -> None:
     """The copy's source must be the one imported, not an installed diffutron."""
     out = subprocess.run(
-        # a submodule: diffutron itself is a namespace package (no __init__.py, no __file__)
+        # a submodule: works whether diffutron is a regular or a namespace package (older trees have no
+        # __init__.py; then an installed regular package elsewhere on sys.path would win)
         [sys.executable, "-c", "import diffutron.config as m; print(m.__file__)"],
         cwd=tree,
         env=_environment(tree),
