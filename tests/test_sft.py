@@ -11,6 +11,7 @@ from diffutron.data import DataReport
 from diffutron.data.sft import (
     BadRow,
     answer_maskable,
+    as_source,
     build_sft_data,
     encode_conversations,
     iter_conversations,
@@ -119,6 +120,85 @@ def test_bad_rows_are_reported_and_skipped_not_fatal(tmp_path):
     convs = list(iter_conversations(SftSourceConfig(path=str(path)), report))
     assert len(convs) == 1
     assert report.problem_counts == {"bad_json": 1, "missing_field": 1, "not_string": 1}
+    # each problem at the file line an editor shows, counting the bad line before it
+    assert [(p.line, p.kind) for p in report.problems] == [
+        (2, "bad_json"),
+        (3, "missing_field"),
+        (4, "not_string"),
+    ]
+
+
+def test_problems_after_blank_lines_are_reported_at_their_file_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    rows = ['{"question": "Bir?", "answer": "Bir."}', "", "   ", '{"question": "İki?"}', "", '{"soru": 1}']
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    report = DataReport()
+    assert len(list(iter_conversations(SftSourceConfig(path=str(path)), report))) == 1
+    assert [(p.line, p.kind) for p in report.problems] == [(4, "missing_field"), (6, "not_string")]
+
+
+QA_ROWS = [
+    {"soru": "Türkiye'nin başkenti neresidir?", "cevap": "Ankara."},
+    {"soru": "İstanbul hangi boğazın iki yakasındadır?", "cevap": "İstanbul Boğazı."},
+    {"soru": "Iğdır hangi bölgededir?"},  # no answer: reported at its row number
+    {"soru": "Ağrı Dağı kaç metredir?", "cevap": "5137 metre."},
+]
+
+
+def _qa_pairs(convs):
+    return [(c[0]["content"], c[1]["content"]) for c in convs]
+
+
+@pytest.mark.parametrize("layout", ["list", "object"])
+def test_json_files_are_read_as_a_list_of_rows_or_an_object_holding_one(tmp_path, layout):
+    path = tmp_path / "qa.json"
+    data = QA_ROWS if layout == "list" else {"version": "1.0", "data": QA_ROWS}
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    report = DataReport()
+    convs = list(iter_conversations(SftSourceConfig(path=str(path)), report))
+    assert _qa_pairs(convs) == [(r["soru"], r["cevap"]) for r in QA_ROWS if "cevap" in r]
+    assert [(p.line, p.kind) for p in report.problems] == [(3, "missing_field")]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"a": [1], "b": [2]}), encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.json: expected a JSON list"):
+        list(iter_conversations(SftSourceConfig(path=str(bad)), DataReport()))
+
+
+def test_parquet_files_are_read_row_by_row_across_record_batches(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"instruction": f"{i}. cümleyi tekrar et.", "input": s, "output": s}
+        for i, s in enumerate(TURKISH_SENTENCES)
+    ]
+    rows[5]["output"] = None  # a missing answer in the middle of a record batch
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=4)  # several row groups
+    report = DataReport()
+    convs = list(iter_conversations(SftSourceConfig(path=str(path)), report))
+    want = [(f"{r['instruction']}\n\n{r['input']}", r["output"]) for r in rows if r["output"] is not None]
+    assert _qa_pairs(convs) == want
+    assert [(p.line, p.kind) for p in report.problems] == [(6, "missing_field")]
+
+
+def test_hub_sources_stream_the_named_split_and_revision(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None, streaming=False, revision=None):
+        calls.append((path, name, split, streaming, revision))
+        return iter(QA_ROWS)  # a streamed dataset is an iterable of dicts
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    spec = {"hub": "kullanici/soru-cevap", "name": "tr", "split": "validation", "revision": "abc123"}
+    report = DataReport()
+    convs = list(iter_conversations(as_source(spec), report))
+    assert calls == [("kullanici/soru-cevap", "tr", "validation", True, "abc123")]  # never downloaded whole
+    assert len(convs) == 3 and report.records == 4
+    assert [(p.source, p.line, p.kind) for p in report.problems] == [
+        ("hub:kullanici/soru-cevap/tr[validation]", 3, "missing_field")
+    ]
 
 
 def test_prompt_tokens_are_never_masked_across_many_random_draws(tmp_path, tokenizer, tr_corpus):
@@ -131,9 +211,22 @@ def test_prompt_tokens_are_never_masked_across_many_random_draws(tmp_path, token
     )
     schedule, state = get_schedule("linear"), TrainState()
     g = torch.Generator().manual_seed(0)
+    # each row's prompt, found from the text alone (not from the code's prompt lengths): the rendered
+    # prompt's tokens, after <bos> when the row starts with one
+    prompts = {}
+    for line in (tmp_path / "toy.jsonl").read_text(encoding="utf-8").splitlines():
+        conv = row_to_messages(json.loads(line), "auto")
+        p = tokenizer(prompt_and_answer(conv)[0], add_special_tokens=False)["input_ids"]
+        prompts[tuple(p)] = len(p)
+    lengths = sorted(set(prompts.values()))
     masked_answer = 0
-    for _ in range(300):
+    for draw in range(300):
         ids, maskable = batches.get(state)
+        if draw < 20:
+            for row, row_maskable in zip(ids.tolist(), maskable, strict=True):
+                start = int(row[0] == tokenizer.bos_token_id)
+                (n,) = [n for n in lengths if tuple(row[start : start + n]) in prompts]
+                assert row_maskable.tolist() == [i >= start + n for i in range(len(row))]
         t = torch.rand(ids.shape[0], generator=g).clamp(1e-3, 1.0)
         noisy, masked = mask_tokens(ids, maskable, t, schedule, tokenizer.mask_token_id, generator=g)
         is_prompt = ~maskable

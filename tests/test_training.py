@@ -159,6 +159,17 @@ def test_lora_training_changes_only_adapters_and_saves_a_merged_model(tmp_path, 
     assert 0 < r.summary["trainable_share"] < 0.5
     weights = load_file(r.model_dir / "model.safetensors")
     assert not any("lora" in k for k in weights)
+    # weight level: the saved model is the initial one (a 0-step run: zero adapters) plus the trained
+    # adapters folded into exactly the four LoRA-targeted linears of every block; nothing else moved
+    cfg.training.max_steps = 0
+    init = load_file(train(cfg, tmp_path / "init", progress=False).model_dir / "model.safetensors")
+    assert init.keys() == weights.keys()
+    targeted = {
+        k for k in init if any(f"{m}.weight" in k for m in ("attn.Wqkv", "attn.Wo", "mlp.Wi", "mlp.Wo"))
+    }
+    assert len(targeted) == 4 * MICRO["num_hidden_layers"]
+    for k in init:
+        assert torch.equal(init[k], weights[k]) != (k in targeted), f"{k}: changed only if LoRA-targeted"
 
 
 def test_unknown_and_mistyped_config_keys_are_rejected_by_name(tmp_path):

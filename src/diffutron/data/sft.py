@@ -153,27 +153,31 @@ def label(source: SftSourceConfig) -> str:
 
 
 def _iter_raw(source: SftSourceConfig, report: DataReport) -> Iterator[tuple[int, Any]]:
-    """(1-based row number, raw row) of a source; bad records are reported and skipped."""
+    """(where, raw row) of a source: the file line for JSONL, else the 1-based row number; bad
+    records are reported and skipped."""
     name = label(source)
     report.sources.append(name)
     if source.builtin:
-        rows: Iterator[Any] = BUILTIN_SOURCES[source.builtin]()
+        numbered: Iterator[tuple[int, Any]] = enumerate(BUILTIN_SOURCES[source.builtin](), start=1)
     elif source.hub:
         import datasets  # seconds to import; only hub sources pay for it
 
-        rows = iter(
+        numbered = enumerate(
             datasets.load_dataset(
                 source.hub, source.name, split=source.split, streaming=True, revision=source.revision
-            )
+            ),
+            start=1,
         )
     else:
-        rows = _iter_file(Path(source.path), report)
-    for i, row in enumerate(rows, start=1):
+        numbered = _iter_file(Path(source.path), report)
+    for n, row in numbered:
         report.records += 1
-        yield i, row
+        yield n, row
 
 
-def _iter_file(path: Path, report: DataReport) -> Iterator[Any]:
+def _iter_file(path: Path, report: DataReport) -> Iterator[tuple[int, Any]]:
+    """(where, row) of a file. JSONL counts file lines, blank and bad ones included, so a problem
+    is reported at the line an editor shows; a JSON list or a parquet file counts rows."""
     if not path.exists():
         raise FileNotFoundError(f"SFT data source not found: {path}")
     name = path.name.lower()
@@ -184,9 +188,11 @@ def _iter_file(path: Path, report: DataReport) -> Iterator[Any]:
                 if not line.strip():
                     continue
                 try:
-                    yield json.loads(line)
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     report.add_problem(str(path), n, "bad_json", f"{exc.msg} at column {exc.colno}")
+                    continue
+                yield n, row
     elif name.endswith(".json"):
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict):  # {"data": [...]} and similar: the one list inside
@@ -196,12 +202,12 @@ def _iter_file(path: Path, report: DataReport) -> Iterator[Any]:
             data = lists[0]
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a JSON list of rows")
-        yield from data
+        yield from enumerate(data, start=1)
     elif name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            yield from batch.to_pylist()
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+        yield from enumerate((row for batch in batches for row in batch.to_pylist()), start=1)
     else:
         raise ValueError(f"unsupported SFT file type: {path} (.jsonl, .jsonl.gz, .json, .parquet)")
 
