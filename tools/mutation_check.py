@@ -109,8 +109,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="elbo-sums-t-samples",
         file="src/diffutron/diffusion/elbo.py",
-        original="per_seq_nelbo.append(total / t_samples)",
-        replacement="per_seq_nelbo.append(total)",
+        original="total *= 1.0 / t_samples",
+        replacement="total *= 1.0",
         tests=(
             "tests/test_diffusion.py::test_elbo_perplexity_estimates_the_exact_elbo_within_its_standard_error",
         ),
