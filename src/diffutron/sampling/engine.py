@@ -376,19 +376,20 @@ def _run(
 
     cur = current_block()
     passes = step = 0
-    # A row commits at least one token per pass and waits at most steps_per_block steps per block, so
-    # it is done within this many steps; past it a broken commit rule would loop forever: fail instead.
-    max_steps = int(editable.sum(1).max()) + n_blocks * steps_per_block
+    # A row commits at least one token per pass and waits at most its block's steps per block, so it
+    # is done within this many steps; past it a broken commit rule would loop forever: fail instead.
+    step_cap = int(editable.sum(1).max()) + int(block_steps.sum())
     while True:
         masked = (canvas == mask_id) & editable
         active = ~finished & masked.any(1)
         if not active.any():
             break
-        if step >= max_steps:
+        if step >= step_cap:
             raise RuntimeError(
                 f"the sampler made no progress: {int(masked[active].sum())} positions still masked after "
-                f"{step} steps (at most {max_steps} for {int(editable.sum(1).max())} editable positions in "
-                f"{n_blocks} block(s) of {steps_per_block} steps); each pass must commit at least one token"
+                f"{step} steps (at most {step_cap} for {int(editable.sum(1).max())} editable positions in "
+                f"{n_blocks} block(s) of {int(block_steps.sum())} steps in all); each pass must commit at "
+                "least one token"
             )
         # 1. candidates: still-masked positions of each active row's current block
         candidates = masked & (block == cur[:, None]) & active[:, None]
