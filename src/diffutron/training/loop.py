@@ -42,7 +42,13 @@ from ..models.lora import LoraSettings, apply_lora, merge_lora, trainable_share
 from .card import write_model_card
 from .plots import plot_loss_curve, read_metrics
 from .prepare import TrainData, build_model, prepare_chat_template, prepare_data, prepare_tokenizer
-from .state import TrainState, latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from .state import (
+    TrainState,
+    latest_checkpoint,
+    load_latest_checkpoint,
+    remove_leftovers,
+    save_training_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 CALIBRATION_STEPS = 5  # steps timed before a time-budgeted run fixes its length
@@ -165,6 +171,9 @@ def train(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     check_same_run(out_dir, cfg, resume_from is not None)
+    if main:
+        for name in remove_leftovers(ckpt_root):
+            print(f"removed {ckpt_root / name}: an interrupted checkpoint write, never a complete checkpoint")
     set_seed(tc.seed)
 
     # 1. components: tokenizer (+ chat template for SFT), data rows, model (+ LoRA), schedule
@@ -216,16 +225,18 @@ def train(
     parts, optimizer, scheduler = accelerator.prepare(MaskedLMParts(model), optimizer, scheduler)
     generator = torch.Generator().manual_seed(tc.seed * 1000 + accelerator.process_index)
 
+    saved_step = None  # the step of the checkpoint on disk that matches the state in memory
     if resume_from is not None:
-        restored = load_training_checkpoint(accelerator, resume_from, generator)
+        resume_from, restored = load_latest_checkpoint(accelerator, ckpt_root, generator)
         state.__dict__.update(restored.__dict__)
+        saved_step = state.step
         if max_steps is not None:
             state.total_steps = max_steps  # --max-steps is the run's total; the cosine follows it
         if main:
             print(f"resumed from {resume_from} at step {state.step}/{state.total_steps}")
     metrics_path = out_dir / "metrics.jsonl"
     if main:
-        _truncate_metrics(metrics_path, state.step)
+        _truncate_metrics(metrics_path, state.step, final=state.step >= state.total_steps)
         atomic_write_json(out_dir / "run_config.json", to_dict(cfg))
         if data.report_text:
             atomic_write_text(out_dir / "data_report.txt", data.report_text + "\n")
@@ -332,10 +343,13 @@ def train(
             bar.write(f"step {state.step}: val ELBO ppl {row['val_elbo_ppl']:.2f}")
         if tc.save_every and state.step % tc.save_every == 0 and state.step < state.total_steps:
             save_training_checkpoint(accelerator, ckpt_root, state, generator, tc.keep_last)
+            saved_step = state.step
     bar.close()
 
-    # 5. the end: final checkpoint, validation, model folder (LoRA merged) + card, plot, summary
-    save_training_checkpoint(accelerator, ckpt_root, state, generator, tc.keep_last)
+    # 5. the end: final checkpoint (unless resumed from it), validation, model folder (LoRA merged)
+    # + card, plot, summary
+    if saved_step != state.step:
+        save_training_checkpoint(accelerator, ckpt_root, state, generator, tc.keep_last)
     final_eval = evaluate(state.step)
     model_dir = out_dir / "model"
     summary: dict = {}
@@ -401,15 +415,22 @@ def _logged_eval(path: Path, step: int) -> dict | None:
     return rows[0] if rows else None
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop rows logged after the checkpoint: they will be logged again."""
+def _truncate_metrics(path: Path, step: int, final: bool = False) -> None:
+    """On resume, drop rows logged after the checkpoint at ``step``: they will be logged again. Rows
+    at ``step`` itself were logged before the checkpoint was written, except the final validation
+    (``final``: the checkpoint is the run's last), which follows it. A line cut short by a crash
+    is dropped too."""
     if not path.exists():
         return
-    keep = [
-        ln
-        for ln in path.read_text(encoding="utf-8").splitlines()
-        if ln.strip() and json.loads(ln).get("step", 0) <= step
-    ]
+    keep = []
+    for ln in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(ln)
+        except json.JSONDecodeError:
+            continue  # an append cut short by a crash (only ever the last line)
+        s = row.get("step", 0)
+        if s < step or (s == step and not (final and row.get("kind") == "eval" and step > 0)):
+            keep.append(ln)
     if step == 0:
         keep = []
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
