@@ -171,6 +171,20 @@ class Attempt:
     problems: list[str] = field(default_factory=list)
 
 
+def _entries(folder: Path, pattern: str) -> list[Path]:
+    try:
+        return list(folder.glob(pattern))
+    except OSError:  # the folder is being renamed or pruned under us
+        return []
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def _kill_when(proc: subprocess.Popen, ready, delay: float, timeout: float) -> str | None:
     """Poll until ``ready()`` returns a description, wait ``delay`` s, SIGKILL. None if the run ended first."""
     t0 = time.monotonic()
@@ -203,7 +217,7 @@ def attempt_train(config: Path, out: Path, kind: str, rng: random.Random, steps:
             s = train_steps_logged(metrics)
             return f"step {s}" if s >= target else None
         if kind == "checkpoint":  # a write of this attempt, not a leftover of the one before
-            tmp = [p.name for p in ckpts.glob(".step-*.tmp") if p.stat().st_mtime >= started] if ckpts.exists() else []
+            tmp = [p.name for p in _entries(ckpts, ".step-*.tmp") if _mtime(p) >= started]
             return f"writing {tmp[0]}" if tmp else None
         final = ckpts / f"step-{steps:06d}"
         return "final phase (last checkpoint written)" if final.exists() else None
@@ -255,9 +269,17 @@ def attempt_recipe(recipe: Path, out: Path, kind: str, rng: random.Random, steps
 
 
 def torture(
-    workdir: Path, kills: int, steps: int, seed: int, recipe_kills: int = 0, kinds=KINDS, verbose: bool = True
+    workdir: Path,
+    kills: int,
+    steps: int,
+    seed: int,
+    recipe_kills: int = 0,
+    kinds=KINDS,
+    verbose: bool = True,
+    reference_in_process: bool = False,
 ) -> dict:
-    """Run the whole torture in ``workdir``; returns a report (``ok`` is the verdict)."""
+    """Run the whole torture in ``workdir``; returns a report (``ok`` is the verdict).
+    ``reference_in_process`` trains the reference in this process (saves a start-up; tests)."""
     rng = random.Random(seed)
     config, recipe = write_setup(workdir, steps)
     logs = workdir / "logs"
@@ -266,7 +288,13 @@ def torture(
     report: dict = {"attempts": [], "recipe_attempts": [], "problems": []}
 
     t0 = time.monotonic()
-    run_to_end(["train", str(config), "--out", str(workdir / "ref")], logs / "ref.log")
+    if reference_in_process:
+        from diffutron.config import load_config
+        from diffutron.training import train
+
+        train(load_config(config), workdir / "ref", progress=False)
+    else:
+        run_to_end(["train", str(config), "--out", str(workdir / "ref")], logs / "ref.log")
     report["reference_seconds"] = time.monotonic() - t0
     say(f"reference run: {report['reference_seconds']:.0f} s")
 

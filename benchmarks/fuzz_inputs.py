@@ -34,6 +34,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -167,6 +168,7 @@ def prompt_cases(fx: dict, d: Path, rng: random.Random) -> Case:
     if how == "infill":
         return Case("prompt", f"infill {text[:20]!r}", ["infill", model, "--text", text, *common], ["--text", "hole", "mask", "text"])
     f = d / "texts.txt"
+    f.touch()
     if how == "bad-file":
         f.write_bytes(rng.choice([b"\xff\xfe\x00A\x00", bytes(rng.getrandbits(8) for _ in range(200)), b""]))
         kind = rng.choice(["generate", "infill"])
@@ -259,9 +261,11 @@ def _corpus_file(d: Path, rng: random.Random, docs: list[str], big: bool) -> tup
 
 def corpus_cases(fx: dict, d: Path, rng: random.Random, big: bool = False) -> Case:
     p, kind = _corpus_file(d, rng, fx["docs"], big)
-    if rng.random() < 0.1:  # the same files through training, data preparation included
+    if rng.random() < 0.1 or kind == "huge-line":  # through training, data preparation included
         cfg = json.loads(json.dumps(fx["base"]))
         cfg["data"]["sources"] = [str(p)]
+        if kind == "huge-line":  # read the line in chunks, but train on its first pieces only
+            cfg["data"]["max_documents"] = 40
         if p.suffix == ".parquet" or p.name.endswith(".jsonl"):
             cfg["data"]["field"] = "text"
         out = d / "run"
@@ -502,20 +506,35 @@ def _leftovers(d: Path | None) -> list[str]:
     return [str(p) for p in d.rglob("*") if ".tmp" in p.name or ".raw-" in p.name or ".old-" in p.name]
 
 
-def run_case(case: Case) -> Outcome:
+class CaseTimeout(BaseException):  # noqa: N818 - not an error the CLI may catch: a BaseException
+    pass
+
+
+def run_case(case: Case, timeout_s: int = 120) -> Outcome:
     from diffutron.cli import main as cli
 
     out, err = io.StringIO(), io.StringIO()
     t0 = time.perf_counter()
     escaped = None
+
+    def alarm(signum, frame):
+        raise CaseTimeout
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(timeout_s)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             rc = cli(case.argv)
     except SystemExit as exc:  # argparse usage errors: a clean message on stderr
         rc = exc.code if isinstance(exc.code, int) else 2
+    except CaseTimeout:
+        return Outcome(case, "FAIL-timeout", f"no answer within {timeout_s} s", time.perf_counter() - t0)
     except BaseException:  # noqa: BLE001 - an escaped exception is exactly what this suite looks for
         escaped = traceback.format_exc()
         rc = -1
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
     seconds = time.perf_counter() - t0
     text = err.getvalue()
     if escaped:
@@ -561,11 +580,7 @@ def fuzz(n: int, seed: int = 0, families=FAMILIES, big: bool = False, scratch: P
             outcomes.append(o)
             if progress and len(outcomes) % 25 == 0:
                 print(f"  {len(outcomes)}/{n} cases", file=sys.stderr, flush=True)
-            if case.workdir is not None:
-                for p in case.workdir.rglob("*"):
-                    with contextlib.suppress(OSError):
-                        p.chmod(0o755)
-                shutil.rmtree(case.workdir, ignore_errors=True)
+            shutil.rmtree(scratch / "cases" / f"case-{len(outcomes) - 1:05d}", ignore_errors=True)
         return outcomes
     finally:
         logging.disable(logging.NOTSET)
@@ -576,11 +591,14 @@ def fuzz(n: int, seed: int = 0, families=FAMILIES, big: bool = False, scratch: P
 def summarize(outcomes: list[Outcome]) -> str:
     counts = Counter((o.case.family, o.kind) for o in outcomes)
     kinds = sorted({k for _, k in counts})
-    lines = [f"{'family':<12}" + "".join(f"{k:>20}" for k in kinds) + f"{'cases':>8}"]
+    lines = [f"{'family':<12}" + "".join(f"{k:>20}" for k in kinds) + f"{'cases':>8}{'s/case':>8}"]
     for fam in FAMILIES:
         total = sum(v for (f, _), v in counts.items() if f == fam)
         if total:
-            lines.append(f"{fam:<12}" + "".join(f"{counts.get((fam, k), 0):>20}" for k in kinds) + f"{total:>8}")
+            secs = sum(o.seconds for o in outcomes if o.case.family == fam) / total
+            lines.append(
+                f"{fam:<12}" + "".join(f"{counts.get((fam, k), 0):>20}" for k in kinds) + f"{total:>8}{secs:>8.2f}"
+            )
     lines.append(f"{'all':<12}" + "".join(f"{sum(v for (_, k2), v in counts.items() if k2 == k):>20}" for k in kinds)
                  + f"{len(outcomes):>8}")
     return "\n".join(lines)

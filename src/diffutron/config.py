@@ -128,6 +128,7 @@ class TrainingConfig:
     log_every: int = 10
     seed: int = 0
     precision: str = "auto"  # auto (bf16 on GPUs, fp32 on CPU) | no | bf16 | fp16
+    gradient_checkpointing: bool = False  # recompute activations in backward (transformers'): less memory, more time
 
 
 @dataclass

@@ -183,6 +183,9 @@ def train(
             prepare_chat_template(cfg.sft, tokenizer)
         data: TrainData = prepare_data(cfg, tokenizer, out_dir / "data", tc.seed)
     model = build_model(cfg.model, tokenizer)
+    if tc.gradient_checkpointing:
+        # non-reentrant: works with frozen inputs (LoRA) and recomputes each layer's activations in backward
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora.enabled:
         model = apply_lora(
             model, LoraSettings(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
