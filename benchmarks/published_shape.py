@@ -113,7 +113,7 @@ def run_variant(variant: str, steps: int, batch: int, length: int) -> dict:
         "loaded_rss_gb": loaded_kb / 2**20,
         "extra_peak_gb": (peak_kb - loaded_kb) / 2**20,
         "step_seconds": times[-1],
-        "loss": float(out.loss),
+        "loss": float(out.loss.detach()),
     }
 
 
