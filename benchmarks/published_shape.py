@@ -7,7 +7,7 @@ here): the real Turkish words of a few sentences plus filler entries, so the emb
 head have the published size. Each variant runs in its own process so peak memory is its own:
 
 * ``sparse+ckpt``: the head only at masked rows, chunked cross-entropy, activation checkpointing
-  (``training.gradient_checkpointing: true``, transformers' ``gradient_checkpointing_enable``);
+  (``training.gradient_checkpointing: true``, transformers' ``activation_checkpointing_enable``, formerly ``gradient_checkpointing_enable``);
 * ``sparse``: the same without activation checkpointing;
 * ``full``: the plain path, full ``[B, L, 256k]`` logits then cross-entropy at masked rows.
 
@@ -78,12 +78,13 @@ def run_variant(variant: str, steps: int, batch: int, length: int) -> dict:
     from diffutron.diffusion import get_schedule, mdlm_loss
     from diffutron.models import MaskedLMParts, preset_config
     from diffutron.models.lora import LoraSettings, apply_lora, trainable_share
+    from diffutron.training.loop import enable_activation_checkpointing
 
     torch.manual_seed(0)
     tok = synthetic_tokenizer()
     model = ModernBertForMaskedLM(preset_config("mmbert-base", tok))
     if variant == "sparse+ckpt":
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)  # what training.gradient_checkpointing: true does
     model = apply_lora(model, LoraSettings(r=256, alpha=256, target_modules=["Wqkv", "Wo", "Wi"]))
     n_train, n_total, share = trainable_share(model)
     parts = MaskedLMParts(model)

@@ -184,8 +184,7 @@ def train(
         data: TrainData = prepare_data(cfg, tokenizer, out_dir / "data", tc.seed)
     model = build_model(cfg.model, tokenizer)
     if tc.gradient_checkpointing:
-        # non-reentrant: works with frozen inputs (LoRA) and recomputes each layer's activations in backward
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     if cfg.lora.enabled:
         model = apply_lora(
             model, LoraSettings(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
@@ -398,6 +397,15 @@ def train(
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(out_dir=out_dir, model_dir=model_dir, state=state, val=final_eval, summary=summary)
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """transformers' own activation checkpointing: each layer's activations are recomputed in backward.
+    Non-reentrant, so it also works when the inputs need no gradient (frozen embeddings under LoRA)."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2 (the old name is deprecated)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 class _nullcontext:
