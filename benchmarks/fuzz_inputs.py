@@ -298,6 +298,7 @@ def config_cases(fx: dict, d: Path, rng: random.Random) -> Case:
     base = json.loads(json.dumps(fx["base"]))
     out = d / "run"
     kind = rng.choice(["value", "value", "value", "unknown-key", "yaml", "recipe"])
+    quick = fx.get("quick", False)  # only values rejected while loading: no training run
     cfg_path = d / "c.yaml"
     if kind == "value":
         known = _paths(base) + ["training.lr", "training.grad_accum", "training.epochs", "training.max_minutes",
@@ -306,7 +307,11 @@ def config_cases(fx: dict, d: Path, rng: random.Random) -> Case:
                                 "lora.r", "lora.alpha", "lora.dropout", "lora.target_modules", "model.preset",
                                 "model.pretrained", "tokenizer.vocab_size", "training.min_lr_ratio", "sft"]
         key = rng.choice(known)
-        value = rng.choice(BAD_VALUES + ["/yok/dosya", "hub:yok/yok", "cosine", "xx"])
+        value = rng.choice(
+            [[], {}, [1, "x"]] if quick else BAD_VALUES + ["/yok/dosya", "hub:yok/yok", "cosine", "xx"]
+        )
+        if quick and key in ("sft", "model.overrides", "data.sources", "training.betas", "lora.target_modules"):
+            key = "training.lr"  # these accept lists or mappings: not a load-time rejection
         _set(base, key, value)
         _yaml(cfg_path, base)
         return Case("config", f"{key}={value!r}", ["train", str(cfg_path), "--out", str(out)],
@@ -317,7 +322,8 @@ def config_cases(fx: dict, d: Path, rng: random.Random) -> Case:
         _yaml(cfg_path, base)
         return Case("config", f"unknown {key}", ["train", str(cfg_path), "--out", str(out)], [key.split(".")[-1]], [out / "model"], d)
     if kind == "yaml":
-        content = rng.choice([b"", b"- a\n- b\n", b"training: [\n", b"\xff\xfe\x00\x00", b"a: b: c", b"null", b"42",
+        # (an empty or `null` file is a valid config meaning "all defaults": not a hostile input)
+        content = rng.choice([b"- a\n- b\n", b"training: [\n", b"\xff\xfe\x00\x00", b"a: b: c", b"42",
                               b"training:\n  lr: 1e-3\n\tbad: tab", bytes(rng.getrandbits(8) for _ in range(100))])
         if rng.random() < 0.15:
             return Case("config", "missing config", ["train", str(d / "yok.yaml"), "--out", str(out)], ["yok.yaml"], [out / "model"], d)
@@ -565,8 +571,18 @@ def make_cases(fx: dict, scratch: Path, n: int, seed: int, families=FAMILIES, bi
         yield gen(fx, d, rng, big) if fam == "corpus" else gen(fx, d, rng)
 
 
-def fuzz(n: int, seed: int = 0, families=FAMILIES, big: bool = False, scratch: Path | None = None, progress: bool = True):
-    """Run ``n`` generated cases; returns the list of outcomes."""
+def fuzz(
+    n: int,
+    seed: int = 0,
+    families=FAMILIES,
+    big: bool = False,
+    scratch: Path | None = None,
+    progress: bool = True,
+    quick: bool = False,
+    minutes: float | None = None,
+):
+    """Run ``n`` generated cases; returns the list of outcomes. ``quick`` (the CI form) keeps config
+    cases to values rejected at load time, so no case trains."""
     import logging
 
     logging.disable(logging.WARNING)  # the library's warnings go to stderr; only the CLI's errors count
@@ -574,8 +590,13 @@ def fuzz(n: int, seed: int = 0, families=FAMILIES, big: bool = False, scratch: P
     scratch = Path(tempfile.mkdtemp(prefix="fuzz-")) if own else scratch
     try:
         fx = build_fixture(scratch / "fixture")
+        fx["quick"] = quick
         outcomes = []
+        t_end = time.monotonic() + minutes * 60 if minutes else None
         for case in make_cases(fx, scratch / "cases", n, seed, families, big):
+            if t_end is not None and time.monotonic() > t_end:
+                print(f"  time budget reached after {len(outcomes)} of {n} cases", file=sys.stderr)
+                break
             o = run_case(case)
             outcomes.append(o)
             if progress and len(outcomes) % 25 == 0:
@@ -610,11 +631,15 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--big", action="store_true", help="the huge-line corpus at 50 MB (default 2 MB)")
+    ap.add_argument("--minutes", type=float, help="stop generating cases after this long (a shared machine)")
+    ap.add_argument("--quick", action="store_true", help="the CI form: config values rejected at load time only")
     ap.add_argument("--show-failures", type=int, default=20, help="print this many failures in full")
     ap.add_argument("--show-errors", type=int, default=0, help="print this many clean error messages")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    outcomes = fuzz(args.cases, args.seed, tuple(args.families.split(",")), args.big)
+    outcomes = fuzz(
+        args.cases, args.seed, tuple(args.families.split(",")), args.big, quick=args.quick, minutes=args.minutes
+    )
     print(summarize(outcomes))
     fails = [o for o in outcomes if o.kind.startswith("FAIL")]
     for o in fails[: args.show_failures]:

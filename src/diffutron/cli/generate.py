@@ -75,11 +75,18 @@ def _load(model: str):
     return loaded, loaded.settings.make_schedule()
 
 
+def _read_lines(path: str, flag: str) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{flag} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    return [ln for ln in lines if ln.strip()]
+
+
 def _read_prompts(args: argparse.Namespace) -> list[str]:
     prompts = list(args.prompt or [])
     if getattr(args, "prompts_file", None):
-        lines = Path(args.prompts_file).read_text(encoding="utf-8").splitlines()
-        prompts += [ln for ln in lines if ln.strip()]
+        prompts += _read_lines(args.prompts_file, "--prompts-file")
     if not prompts:
         raise ValueError("give --prompt TEXT (repeatable) or --prompts-file FILE")
     return prompts
@@ -120,7 +127,7 @@ def _infill(args: argparse.Namespace) -> int:
 
     texts = list(args.text or [])
     if args.texts_file:
-        texts += [ln for ln in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        texts += _read_lines(args.texts_file, "--texts-file")
     if not texts:
         raise ValueError('give --text "... <mask> ..." (repeatable) or --texts-file FILE')
     loaded, schedule = _load(args.model)
