@@ -71,18 +71,35 @@ def write_corpus(path: Path, mb: int, seed: int = 0) -> int:
 
 def worker(corpus: Path, tokenizer_dir: Path, cache: Path) -> dict:
     """In a fresh process: stream ``corpus`` into packed blocks; memory, time, counts."""
+    import threading
+
     from transformers import AutoTokenizer
 
     from diffutron.data import DataReport, build_blocks, iter_documents
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     report = DataReport()
+    peak_anon, done = [0], threading.Event()
+
+    def sample() -> None:  # anonymous memory (heap): file pages of the memory-mapped cache are not counted
+        while not done.wait(0.05):
+            peak_anon[0] = max(peak_anon[0], _status_kb("RssAnon"))
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
     t0 = time.perf_counter()
     blocks = build_blocks(iter_documents(str(corpus), report), tok, 128, cache_path=cache, progress=False)
     secs = time.perf_counter() - t0
+    done.set()
+    watcher.join()
     hwm = next(int(ln.split()[1]) for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM"))
     return {"mb": corpus.stat().st_size / 2**20, "seconds": secs, "mb_per_s": corpus.stat().st_size / 2**20 / secs,
-            "blocks": int(len(blocks)), "documents": report.documents, "peak_rss_mb": hwm / 1024}
+            "blocks": int(len(blocks)), "documents": report.documents, "peak_rss_mb": hwm / 1024,
+            "peak_anon_mb": peak_anon[0] / 1024}
+
+
+def _status_kb(field: str) -> int:
+    return next(int(ln.split()[1]) for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(field))
 
 
 def run_worker(corpus: Path, tokenizer_dir: Path, cache: Path, threads: int | None) -> dict:
@@ -128,7 +145,8 @@ def main() -> int:
             r["generate_seconds"] = gen_s
             rows.append(r)
             print(f"{r['mb']:8.0f} MB: {r['documents']:>10,} documents -> {r['blocks']:>10,} blocks of 128, "
-                  f"{r['mb_per_s']:6.2f} MB/s, peak RSS {r['peak_rss_mb']:7.0f} MB", flush=True)
+                  f"{r['mb_per_s']:6.2f} MB/s, peak RSS {r['peak_rss_mb']:7.0f} MB "
+                  f"(anonymous {r.get('peak_anon_mb', 0):6.0f} MB)", flush=True)
             if mb != sizes[0]:
                 corpus.unlink()
         small = root / f"corpus-{sizes[0]}mb.txt"
