@@ -101,7 +101,11 @@ def _generate(args: argparse.Namespace) -> int:
     for i in range(0, len(prompts), args.batch_size):
         batch = prompts[i : i + args.batch_size]
         t0 = time.perf_counter()
-        out = generate(loaded.model, loaded.tokenizer, batch, cfg, schedule=schedule, mask_id=loaded.mask_id)
+        try:
+            out = generate(loaded.model, loaded.tokenizer, batch, cfg, schedule=schedule, mask_id=loaded.mask_id)
+        except ValueError as exc:  # say which prompts (and which file) the engine refused
+            source = f" of --prompts-file {args.prompts_file}" if args.prompts_file else ""
+            raise ValueError(f"prompts {i + 1}-{i + len(batch)}{source}: {exc}") from exc
         seconds = time.perf_counter() - t0
         rate = sum(len(ids) for ids in out.token_ids) / max(seconds, 1e-9)
         for j, prompt in enumerate(batch):
