@@ -130,6 +130,7 @@ class TrainingConfig:
     log_every: int = 10
     seed: int = 0
     precision: str = "auto"  # auto (bf16 on GPUs, fp32 on CPU) | no | bf16 | fp16
+    gradient_checkpointing: bool = False  # recompute activations in backward (transformers'): less memory, more time
 
 
 @dataclass
@@ -239,6 +240,8 @@ def _read_yaml_file(path: str | Path, what: str, top_level: str) -> tuple[Path, 
         raise FileNotFoundError(f"{what} file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

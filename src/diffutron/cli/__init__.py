@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:  # OSError: missing files, disk full, permissions
         if args.verbose:
             raise
         print(f"diffutron: error: {exc}", file=sys.stderr)

@@ -81,11 +81,18 @@ def _load(model: str):
     return loaded, loaded.settings.make_schedule()
 
 
+def _read_lines(path: str, flag: str) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{flag} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    return [ln for ln in lines if ln.strip()]
+
+
 def _read_prompts(args: argparse.Namespace) -> list[str]:
     prompts = list(args.prompt or [])
     if getattr(args, "prompts_file", None):
-        lines = Path(args.prompts_file).read_text(encoding="utf-8").splitlines()
-        prompts += [ln for ln in lines if ln.strip()]
+        prompts += _read_lines(args.prompts_file, "--prompts-file")
     if not prompts:
         raise ValueError("give --prompt TEXT (repeatable) or --prompts-file FILE")
     return prompts
@@ -100,7 +107,11 @@ def _generate(args: argparse.Namespace) -> int:
     for i in range(0, len(prompts), args.batch_size):
         batch = prompts[i : i + args.batch_size]
         t0 = time.perf_counter()
-        out = generate(loaded.model, loaded.tokenizer, batch, cfg, schedule=schedule, mask_id=loaded.mask_id)
+        try:
+            out = generate(loaded.model, loaded.tokenizer, batch, cfg, schedule=schedule, mask_id=loaded.mask_id)
+        except ValueError as exc:  # say which prompts (and which file) the engine refused
+            source = f" of --prompts-file {args.prompts_file}" if args.prompts_file else ""
+            raise ValueError(f"prompts {i + 1}-{i + len(batch)}{source}: {exc}") from exc
         seconds = time.perf_counter() - t0
         rate = sum(len(ids) for ids in out.token_ids) / max(seconds, 1e-9)
         for j, prompt in enumerate(batch):
@@ -126,7 +137,7 @@ def _infill(args: argparse.Namespace) -> int:
 
     texts = list(args.text or [])
     if args.texts_file:
-        texts += [ln for ln in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        texts += _read_lines(args.texts_file, "--texts-file")
     if not texts:
         raise ValueError('give --text "... <mask> ..." (repeatable) or --texts-file FILE')
     loaded, schedule = _load(args.model)

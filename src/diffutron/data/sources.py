@@ -52,6 +52,7 @@ import json
 import os
 import re
 import unicodedata
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,7 +202,20 @@ def iter_documents(
         records = _from_string(os.fspath(source), report, field)
     else:
         raise TypeError(f"source must be a str, path or dict, not {type(source).__name__}")
-    return _finish(records, report, max_chars)
+    return _finish(_readable(records, str(source)), report, max_chars)
+
+
+def _readable(records: _Records, source: str) -> _Records:
+    """A file that breaks off mid-read (truncated gzip, not gzip at all, damaged Parquet, unreadable
+    file) is a ``ValueError`` naming the file and the last good record, not a reader's own error."""
+    label, line = source, 0
+    try:
+        for record in records:
+            label, line = record[0], record[1]
+            yield record
+    except (OSError, EOFError, zlib.error) as exc:
+        where = f"after record {line}" if line else "at the start"
+        raise ValueError(f"{label}: the file cannot be read {where}: {exc} (a truncated or damaged file?)") from exc
 
 
 # (source label, 1-based record number, raw text, whether the text is one chunk of a longer line)
@@ -424,7 +438,10 @@ def _read_jsonl(path: Path, report: DataReport, fld: str) -> _Records:
 def _check_parquet_column(path: Path, fld: str) -> None:
     import pyarrow.parquet as pq
 
-    names = pq.ParquetFile(path).schema_arrow.names
+    try:
+        names = pq.ParquetFile(path).schema_arrow.names
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
     if fld not in names:
         raise ValueError(f"{path} has no column {fld!r}; columns: {names}")
 

@@ -154,16 +154,28 @@ def load_checkpoint(
     local = Path(src)
     if local.exists() and not (local / "config.json").exists():
         raise FileNotFoundError(f"{local} has no config.json: not a model folder (did training finish?)")
-    tokenizer = AutoTokenizer.from_pretrained(src, revision=revision)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src, revision=revision)
+    except Exception as exc:  # noqa: BLE001 - a missing, truncated or foreign tokenizer: many types
+        raise ValueError(f"{src}: the tokenizer does not load ({type(exc).__name__}: {_first_line(exc)})") from exc
     try:
         with quiet_weight_loading():
             model = AutoModelForMaskedLM.from_pretrained(src, revision=revision, dtype=dtype)
-    except ValueError as exc:
-        raise ValueError(f"{src} does not hold a masked language model usable for diffusion: {exc}") from exc
+    except OSError as exc:
+        raise FileNotFoundError(f"{src}: the model does not load ({_first_line(exc)})") from exc
+    except Exception as exc:  # noqa: BLE001 - safetensors, config and architecture errors have many types
+        raise ValueError(
+            f"{src} does not hold a masked language model usable for diffusion "
+            f"({type(exc).__name__}: {_first_line(exc)})"
+        ) from exc
     _ensure_tokens(model, tokenizer)
     settings_path = local / SETTINGS_FILE if local.exists() else None
     if settings_path is not None and settings_path.exists():
-        settings = DiffusionSettings.from_dict(json.loads(settings_path.read_text(encoding="utf-8")))
+        try:
+            settings = DiffusionSettings.from_dict(json.loads(settings_path.read_text(encoding="utf-8")))
+            settings.make_schedule()
+        except Exception as exc:  # noqa: BLE001 - broken JSON, wrong types, unknown schedule
+            raise ValueError(f"{settings_path}: unreadable diffusion settings ({_first_line(exc)})") from exc
     else:
         settings = _hub_settings(src, revision)
     if settings.mask_token_id is None:
@@ -177,6 +189,11 @@ def load_checkpoint(
     if device is not None:
         model.to(device)
     return Loaded(model=model, tokenizer=tokenizer, settings=settings, source=src)
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else "")[:limit]
 
 
 def _hub_settings(src: str, revision: str | None) -> DiffusionSettings:

@@ -44,7 +44,13 @@ from ..models.lora import apply_lora, merge_lora, trainable_share
 from .card import write_model_card
 from .plots import plot_loss_curve, read_metrics
 from .prepare import TrainData, build_model, prepare_chat_template, prepare_data, prepare_tokenizer
-from .state import TrainState, latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from .state import (
+    TrainState,
+    latest_checkpoint,
+    load_latest_checkpoint,
+    remove_leftovers,
+    save_training_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 CALIBRATION_STEPS = 5  # steps a time-budgeted run takes before it first sizes itself
@@ -161,6 +167,7 @@ class _Run:
     val_answer_tokens: int
     parameters: tuple[int, int, float]  # trainable, total, share
     resumed: bool
+    saved_step: int | None = None  # the step of the checkpoint on disk that matches the state in memory
 
     @property
     def main(self) -> bool:
@@ -223,6 +230,7 @@ def train(
             bar.write(f"step {state.step}: val ELBO ppl {row['val_elbo_ppl']:.2f}")
         if tc.save_every and state.step % tc.save_every == 0 and state.step < state.total_steps:
             save_training_checkpoint(run.accelerator, run.ckpt_root, state, run.generator, tc.keep_last)
+            run.saved_step = state.step
     bar.close()
     speed = (state.tokens - tokens_at_start) / max(time.perf_counter() - t_start, 1e-9)
     return _finish(run, first_eval, speed, card)
@@ -246,6 +254,9 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     check_same_run(out_dir, cfg, resume_from is not None)
+    if main:
+        for name in remove_leftovers(ckpt_root):
+            print(f"removed {ckpt_root / name}: an interrupted checkpoint write, never a complete checkpoint")
     set_seed(tc.seed)
 
     # components: tokenizer (+ chat template for SFT), data rows, model (+ LoRA), schedule
@@ -255,6 +266,8 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
             prepare_chat_template(cfg.sft, tokenizer)
         data: TrainData = prepare_data(cfg, tokenizer, out_dir / "data", tc.seed)
     model = build_model(cfg.model, tokenizer)
+    if tc.gradient_checkpointing:
+        enable_activation_checkpointing(model)
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora)
     parameters = trainable_share(model)
@@ -292,15 +305,17 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
     parts, optimizer, scheduler = accelerator.prepare(MaskedLMParts(model), optimizer, scheduler)
     generator = torch.Generator().manual_seed(tc.seed * 1000 + accelerator.process_index)
 
+    saved_step = None  # the step of the checkpoint on disk that matches the state in memory
     if resume_from is not None:
-        restored = load_training_checkpoint(accelerator, resume_from, generator)
+        resume_from, restored = load_latest_checkpoint(accelerator, ckpt_root, generator)
         state.__dict__.update(restored.__dict__)
+        saved_step = state.step
         if max_steps is not None:
             state.total_steps = max_steps  # --max-steps is the run's total; the cosine follows it
         if main:
             print(f"resumed from {resume_from} at step {state.step}/{state.total_steps}")
     if main:
-        _truncate_metrics(out_dir / "metrics.jsonl", state.step)
+        _truncate_metrics(out_dir / "metrics.jsonl", state.step, final=state.step >= state.total_steps)
         atomic_write_json(out_dir / "run_config.json", to_dict(cfg))
         if data.report_text:
             atomic_write_text(out_dir / "data_report.txt", data.report_text + "\n")
@@ -323,6 +338,7 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
         val_answer_tokens=int(data.answer_lengths[val_rows].sum()) if data.answer_lengths is not None else 0,
         parameters=parameters,
         resumed=resume_from is not None,
+        saved_step=saved_step,
     )
 
 
@@ -394,7 +410,8 @@ def _evaluate(run: _Run, step: int) -> dict:
 def _finish(run: _Run, first_eval: dict | None, tokens_per_second: float, card: dict | None) -> TrainResult:
     """Phase 4, save: final checkpoint, validation, model folder (LoRA merged) + card, plot, summary."""
     cfg, tc, state, data = run.cfg, run.cfg.training, run.state, run.data
-    save_training_checkpoint(run.accelerator, run.ckpt_root, state, run.generator, tc.keep_last)
+    if run.saved_step != state.step:  # resumed from the run's last checkpoint: it is on disk already
+        save_training_checkpoint(run.accelerator, run.ckpt_root, state, run.generator, tc.keep_last)
     final_eval = _evaluate(run, state.step)
     model_dir = run.out_dir / "model"
     summary: dict = {}
@@ -470,6 +487,15 @@ class _TimeBudget:
         return changed
 
 
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """transformers' own activation checkpointing: each layer's activations are recomputed in backward.
+    Non-reentrant, so it also works when the inputs need no gradient (frozen embeddings under LoRA)."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2 (the old name is deprecated)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 class _nullcontext:
     def __enter__(self):
         return self
@@ -488,15 +514,22 @@ def _logged_eval(path: Path, step: int) -> dict | None:
     return rows[0] if rows else None
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop rows logged after the checkpoint: they will be logged again."""
+def _truncate_metrics(path: Path, step: int, final: bool = False) -> None:
+    """On resume, drop rows logged after the checkpoint at ``step``: they will be logged again. Rows
+    at ``step`` itself were logged before the checkpoint was written, except the final validation
+    (``final``: the checkpoint is the run's last), which follows it. A line cut short by a crash
+    is dropped too."""
     if not path.exists():
         return
-    keep = [
-        ln
-        for ln in path.read_text(encoding="utf-8").splitlines()
-        if ln.strip() and json.loads(ln).get("step", 0) <= step
-    ]
+    keep = []
+    for ln in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(ln)
+        except json.JSONDecodeError:
+            continue  # an append cut short by a crash (only ever the last line)
+        s = row.get("step", 0)
+        if s < step or (s == step and not (final and row.get("kind") == "eval" and step > 0)):
+            keep.append(ln)
     if step == 0:
         keep = []
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))

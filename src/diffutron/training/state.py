@@ -4,14 +4,26 @@ A checkpoint folder ``OUT/checkpoints/step-000200/`` holds what ``accelerate`` s
 as safetensors, optimiser, LR scheduler, the torch/numpy/python RNG states of every process) plus
 ``trainer_state.json`` (step, data position, token count, the resolved step total) and the state of
 each process's masking generator. It is written to a temporary folder and renamed into place, so a
-crash mid-save leaves the previous checkpoint intact and never a half-written one.
+crash mid-save leaves the previous checkpoint intact and never a half-written one. Old checkpoints
+are pruned by renaming them out of the ``step-*`` namespace first, so a crash mid-prune cannot leave a
+half-deleted folder that looks like a checkpoint. Leftovers of an interrupted write or prune
+(``.step-*.tmp``, ``.step-*.trash``) are removed with a message when the run starts again.
+
+Test hook: ``DIFFUTRON_TEST_SLOW_CHECKPOINT_S=<seconds>`` sleeps inside every checkpoint write (after
+the weights and optimiser are written into the temporary folder, before the folder is complete). It
+is read only here, in the save path, so a crash-torture test can kill a process mid-write reliably
+(``benchmarks/crash_resume.py``). Never set it in real runs.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
 import re
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +31,10 @@ import torch
 
 from ..io import atomic_write_json
 
+log = logging.getLogger(__name__)
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
+LEFTOVER = re.compile(r"^\.step-\d{6,}\.(tmp|trash)$")
+SLOW_SAVE_ENV = "DIFFUTRON_TEST_SLOW_CHECKPOINT_S"  # test hook, see the module docstring
 
 
 @dataclass
@@ -44,26 +59,58 @@ def latest_checkpoint(root: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
+def remove_leftovers(root: Path) -> list[str]:
+    """Delete what an interrupted checkpoint write or prune left behind; returns the names removed."""
+    if not root.exists():
+        return []
+    removed = []
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and LEFTOVER.match(p.name):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    return removed
+
+
 def save_training_checkpoint(
     accelerator, root: Path, state: TrainState, generator: torch.Generator, keep_last: int
 ) -> Path:
-    """Every process calls this; only the main process renames and prunes."""
+    """Every process calls this; only the main process renames and prunes. A failed write (disk
+    full, read-only folder) removes its temporary folder and raises ``OSError`` naming the last
+    good checkpoint, which it leaves untouched."""
     final = root / f"step-{state.step:06d}"
     tmp = root / f".step-{state.step:06d}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    torch.save(generator.get_state(), tmp / f"mask_rng_{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        atomic_write_json(tmp / "trainer_state.json", asdict(state))  # written last: marks completeness
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        for old in checkpoint_dirs(root)[:-keep_last] if keep_last > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        torch.save(generator.get_state(), tmp / f"mask_rng_{accelerator.process_index}.pt")
+        if os.environ.get(SLOW_SAVE_ENV):
+            time.sleep(float(os.environ[SLOW_SAVE_ENV]))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            atomic_write_json(tmp / "trainer_state.json", asdict(state))  # written last: marks completeness
+            if final.exists():  # the same step again (a resumed run): set the old copy aside first
+                final.rename(root / f".step-{state.step:06d}.trash")
+            tmp.rename(final)
+            shutil.rmtree(root / f".step-{state.step:06d}.trash", ignore_errors=True)
+    except OSError as exc:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        last = latest_checkpoint(root)
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+        raise OSError(
+            exc.errno,
+            f"cannot write checkpoint {final.name} in {root}: {reason}. "
+            + (f"The last good checkpoint, {last}, is intact: free space and rerun with --resume."
+               if last is not None else "No earlier checkpoint exists."),
+        ) from exc
+    if accelerator.is_main_process and keep_last > 0:
+        for old in checkpoint_dirs(root)[:-keep_last]:
+            trash = root / f".{old.name}.trash"
+            old.rename(trash)  # atomic: the folder stops being a checkpoint before it is deleted
+            shutil.rmtree(trash, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
@@ -79,3 +126,22 @@ def load_training_checkpoint(accelerator, path: Path, generator: torch.Generator
     generator.set_state(torch.load(path / f"mask_rng_{accelerator.process_index}.pt"))
     data = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     return TrainState(**data)
+
+
+def load_latest_checkpoint(
+    accelerator, root: Path, generator: torch.Generator
+) -> tuple[Path, TrainState] | None:
+    """Load the newest checkpoint under ``root`` that loads; one that does not (a truncated file
+    after a disk failure, a hand-edited state) is skipped with a warning naming it and why.
+    Returns None when there is no checkpoint; raises when none of them loads."""
+    dirs = checkpoint_dirs(root)
+    first_error: Exception | None = None
+    for path in reversed(dirs):
+        try:
+            return path, load_training_checkpoint(accelerator, path, generator)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: fall back to the one before
+            first_error = first_error or exc
+            log.warning("ignoring checkpoint %s: it does not load (%s)", path, exc)
+    if first_error is not None:
+        raise RuntimeError(f"no checkpoint in {root} loads; the newest failed with: {first_error}") from first_error
+    return None
