@@ -208,7 +208,9 @@ def attempt_train(config: Path, out: Path, kind: str, rng: random.Random, steps:
         env[SLOW_ENV] = str(slow)
     ckpts, metrics = out / "checkpoints", out / "metrics.jsonl"
     done = train_steps_logged(metrics)
-    target = rng.randint(min(done + 1, steps), steps)
+    # a step before the last, so that a checkpoint write (the last one at least) is still ahead for
+    # a later attempt to hit
+    target = rng.randint(min(done + 1, steps - 1), steps - 1)
 
     def ready() -> str | None:
         if kind == "startup":
@@ -222,8 +224,10 @@ def attempt_train(config: Path, out: Path, kind: str, rng: random.Random, steps:
         final = ckpts / f"step-{steps:06d}"
         return "final phase (last checkpoint written)" if final.exists() else None
 
+    # a step of the toy model takes a few hundredths of a second on an idle machine: a longer delay
+    # would let the run reach its end (and its last checkpoint) before the kill
     delay = {"startup": rng.uniform(1.0, 12.0), "checkpoint": rng.uniform(0.05, slow * 0.8)}.get(
-        kind, rng.uniform(0.0, 0.5)
+        kind, rng.uniform(0.0, 0.05)
     )
     t0, started = time.monotonic(), time.time() - 1.0  # mtimes may be coarse
     with log.open("w") as fh:
