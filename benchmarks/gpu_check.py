@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from published_shape import synthetic_tokenizer  # noqa: E402
 from train_throughput import useful_flops_per_step  # noqa: E402
 
+from diffutron.config import LoraConfig  # noqa: E402
 from diffutron.diffusion import get_schedule, mdlm_loss  # noqa: E402
 from diffutron.models import MaskedLMParts, preset_config  # noqa: E402
-from diffutron.models.lora import LoraSettings, apply_lora  # noqa: E402
+from diffutron.models.lora import apply_lora  # noqa: E402
 
 MICRO = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "eval"
@@ -61,7 +62,7 @@ def train_step_rate(model_cfg, tok, device, dtype, batch, length, steps, lora: b
     torch.manual_seed(0)
     model = ModernBertForMaskedLM(model_cfg)
     if lora:
-        model = apply_lora(model, LoraSettings(r=256, alpha=256))
+        model = apply_lora(model, LoraConfig(enabled=True, r=256, alpha=256))
     model.to(device).train()
     parts = MaskedLMParts(model)
     opt = torch.optim.AdamW([p for p in parts.parameters() if p.requires_grad], lr=1e-4)

@@ -75,9 +75,10 @@ def run_variant(variant: str, steps: int, batch: int, length: int) -> dict:
     import torch
     from transformers import ModernBertForMaskedLM
 
+    from diffutron.config import LoraConfig
     from diffutron.diffusion import get_schedule, mdlm_loss
     from diffutron.models import MaskedLMParts, preset_config
-    from diffutron.models.lora import LoraSettings, apply_lora, trainable_share
+    from diffutron.models.lora import apply_lora, trainable_share
     from diffutron.training.loop import enable_activation_checkpointing
 
     torch.manual_seed(0)
@@ -85,7 +86,7 @@ def run_variant(variant: str, steps: int, batch: int, length: int) -> dict:
     model = ModernBertForMaskedLM(preset_config("mmbert-base", tok))
     if variant == "sparse+ckpt":
         enable_activation_checkpointing(model)  # what training.gradient_checkpointing: true does
-    model = apply_lora(model, LoraSettings(r=256, alpha=256, target_modules=["Wqkv", "Wo", "Wi"]))
+    model = apply_lora(model, LoraConfig(enabled=True, r=256, alpha=256, target_modules=["Wqkv", "Wo", "Wi"]))
     n_train, n_total, share = trainable_share(model)
     parts = MaskedLMParts(model)
     parts.train()
@@ -123,15 +124,16 @@ def after_training(out_dir: Path) -> dict:
     import torch
     from transformers import AutoModelForMaskedLM, ModernBertForMaskedLM
 
+    from diffutron.config import LoraConfig
     from diffutron.evaluation import EvalConfig, evaluate, resolve_tasks
     from diffutron.models import preset_config
     from diffutron.models.checkpoint import DiffusionSettings, load_checkpoint, save_checkpoint
-    from diffutron.models.lora import LoraSettings, apply_lora, merge_lora
+    from diffutron.models.lora import apply_lora, merge_lora
     from diffutron.sampling import generate, preset
 
     torch.manual_seed(0)
     tok = synthetic_tokenizer()
-    model = apply_lora(ModernBertForMaskedLM(preset_config("mmbert-base", tok)), LoraSettings(r=256, alpha=256))
+    model = apply_lora(ModernBertForMaskedLM(preset_config("mmbert-base", tok)), LoraConfig(enabled=True, r=256, alpha=256))
     t0 = time.perf_counter()
     merged = merge_lora(model)
     save_checkpoint(out_dir, merged, tok, DiffusionSettings(mask_token_id=tok.mask_token_id))

@@ -22,7 +22,8 @@ from diffutron.training.state import TrainState
 
 @pytest.mark.parametrize("lora", [False, True])
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(micro_model, tokenizer, lora):
-    from diffutron.models.lora import LoraSettings, apply_lora
+    from diffutron.config import LoraConfig
+    from diffutron.models.lora import apply_lora
 
     ids = torch.randint(10, len(tokenizer), (2, 48), generator=torch.Generator().manual_seed(0))
     results = []
@@ -33,7 +34,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(micro_model, t
             enable_activation_checkpointing(model)
         if lora:
             torch.manual_seed(5)  # the same adapter initialisation both times
-            model = apply_lora(model, LoraSettings(r=4, alpha=8))
+            model = apply_lora(model, LoraConfig(enabled=True, r=4, alpha=8))
         parts = MaskedLMParts(model).train()
         out = mdlm_loss(parts, ids, torch.ones_like(ids, dtype=torch.bool), schedule=get_schedule("linear"),
                         mask_id=tokenizer.mask_token_id, generator=torch.Generator().manual_seed(1))
