@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["train", "generate", "evaluate"]  # modules under diffutron.cli, in help order
+COMMANDS = ["train", "generate", "evaluate", "serve"]  # modules under diffutron.cli, in help order
 
 
 def build_parser() -> argparse.ArgumentParser:
