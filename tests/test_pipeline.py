@@ -20,12 +20,12 @@ from diffutron.config import (
 )
 from diffutron.diffusion import elbo_perplexity
 from diffutron.models import MaskedLMParts, load_checkpoint
+from diffutron.shipped import available, resolve
 from diffutron.training import loop as loop_module
 from diffutron.training import train
 from diffutron.training.pipeline import run_recipe
 from diffutron.training.recipe_check import check_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(batch_size=4, lr=2e-3, warmup_steps=1, eval_every=0, eval_blocks=8, eval_t_samples=2, log_every=1)
 
 
@@ -169,13 +169,13 @@ def test_instruction_tuning_lowers_the_answer_elbo_on_held_out_pairs_of_a_toy_ta
 def test_the_published_recipe_checks_offline_with_a_cpt_trainable_share_of_14_9_percent(capsys):
     from diffutron.cli import main
 
-    report = check_recipe(load_recipe(ROOT / "recipes" / "diffutron-0.3b.yaml"))
+    report = check_recipe(load_recipe(resolve("diffutron-0.3b", "recipe")))
     assert report.ok, [s.problems for s in report.stages]
     cpt, stage1, stage2 = report.stages
     assert cpt.share == pytest.approx(0.1494, abs=0.0005) and cpt.method.startswith("LoRA r=256")
     assert stage1.share == stage2.share == 1.0 and (stage1.length, stage1.length_of_run) == (256, "20 epochs")
     assert 300e6 < stage1.total < 315e6  # the mmBERT-base shape, 307M
-    assert main(["recipe", "check", str(ROOT / "recipes" / "diffutron-0.3b.yaml")]) == 0
+    assert main(["recipe", "check", "diffutron-0.3b"]) == 0
     out = capsys.readouterr().out
     assert "14.94%" in out and "mmbert-base" in out
 
@@ -183,11 +183,12 @@ def test_the_published_recipe_checks_offline_with_a_cpt_trainable_share_of_14_9_
 def test_shipped_recipes_are_valid_and_the_quickstart_recipe_matches_its_yaml():
     from diffutron.recipes.quickstart import quickstart_recipe
 
-    files = sorted((ROOT / "recipes").glob("*.yaml"))
-    assert {f.name for f in files} >= {"diffutron-0.3b.yaml", "quickstart-tr.yaml"}
-    for f in files:
-        check_recipe(load_recipe(f))  # builds every stage's model (meta device)
-    assert load_recipe(ROOT / "recipes" / "quickstart-tr.yaml") == quickstart_recipe()
+    recipes = available("recipe")
+    assert {r.name for r in recipes} >= {"diffutron-0.3b", "quickstart-tr"}
+    for r in recipes:
+        assert r.description  # the one-liner `diffutron recipe list` shows
+        check_recipe(load_recipe(r.path))  # builds every stage's model (meta device)
+    assert load_recipe(resolve("quickstart-tr", "recipe")) == quickstart_recipe()
 
 
 def test_recipe_mistakes_are_errors_naming_the_stage_and_key():

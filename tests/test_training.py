@@ -175,13 +175,12 @@ def test_unknown_and_mistyped_config_keys_are_rejected_by_name(tmp_path):
 
 
 def test_shipped_configs_are_valid():
-    from pathlib import Path
+    from diffutron.shipped import available
 
-    root = Path(__file__).resolve().parents[1] / "configs"
-    files = sorted(root.glob("*.yaml"))
-    assert files
-    for f in files:
-        load_config(f)
+    configs = available("config")
+    assert configs
+    for c in configs:
+        load_config(c.path)
 
 
 def test_epochs_set_the_step_total_and_a_warmup_ratio_follows_it(tmp_path, tr_corpus):

@@ -1,8 +1,8 @@
 """Typed, strict configuration: YAML maps 1:1 onto these dataclasses.
 
-    cfg = load_config("configs/pretrain-tiny.yaml")     # RunConfig: one training run
+    cfg = load_config("my-config.yaml")                      # RunConfig: one training run
     cfg = from_dict(RunConfig, {"training": {"lr": 3e-4}})
-    recipe = load_recipe("recipes/diffutron-0.3b.yaml")  # RecipeConfig: stages run one after another
+    recipe = load_recipe(shipped.resolve("diffutron-0.3b"))  # RecipeConfig: stages run one after another
 
 A run trains on packed text (``data``) or, when it has an ``sft`` section, on instruction data.
 A recipe is a list of stages; each stage is a run whose model is the previous stage's output.

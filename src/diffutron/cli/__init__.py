@@ -11,14 +11,16 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["train", "generate", "evaluate", "serve"]  # modules under diffutron.cli, in help order
+from .. import __version__
+from .lazy import LazyParser
+
+COMMANDS = ["train", "recipe", "generate", "evaluate", "serve"]  # modules under diffutron.cli, in help order
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="diffutron", description="Masked diffusion language models for Turkish."
-    )
+    parser = LazyParser(prog="diffutron", description="Masked diffusion language models for Turkish.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_parsers(sub)

@@ -19,10 +19,16 @@ import sys
 import time
 from pathlib import Path
 
+from .lazy import defer
+
 SKIP_FOR_INFILL = {"max_new_tokens", "stop", "stop_at_eos"}
 
 
 def _add_config_flags(p: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
+    defer(p, lambda: _add_config_flags_now(p, skip))  # they import torch: only when the command is used
+
+
+def _add_config_flags_now(p: argparse.ArgumentParser, skip: set[str]) -> None:
     from ..sampling import PRESETS, GenerationConfig
 
     g = p.add_argument_group("decoding (defaults: the --preset)")

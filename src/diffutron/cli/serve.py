@@ -54,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    from ..sampling import PRESETS
+    from .lazy import defer
 
     p = sub.add_parser("serve", help="OpenAI-compatible server with continuous batching, and a web page")
     p.add_argument("model", help="model folder or hub id")
@@ -67,7 +67,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", help="torch device for the model (default: where it loads, the CPU)")
     p.add_argument("--max-batch", type=int, default=64, help="rows decoded together (default 64)")
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting before 429 (default 256)")
-    p.add_argument("--preset", default="diffutron", choices=sorted(PRESETS), help="default settings")
+
+    def add_preset() -> None:  # the presets live with the sampler, which imports torch: only when used
+        from ..sampling import PRESETS
+
+        p.add_argument("--preset", default="diffutron", choices=sorted(PRESETS), help="default settings")
+
+    defer(p, add_preset)
     p.add_argument("--max-tokens", type=int, default=512, help="cap on max_tokens (default 512)")
     p.add_argument("--max-n", type=int, default=8, help="cap on choices per request (default 8)")
     p.add_argument("--max-steps", type=int, default=1024, help="cap on steps (default 1024)")

@@ -1,8 +1,12 @@
-"""``diffutron quickstart``, ``diffutron train``, ``diffutron run`` and ``diffutron recipe check``."""
+"""``diffutron quickstart``, ``diffutron train`` and ``diffutron run``.
+
+``train`` and ``run`` take a shipped name (``diffutron recipe list``) or a YAML file; a file wins.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 
@@ -55,12 +59,52 @@ def _quickstart_full(args: argparse.Namespace) -> int:
     return 0
 
 
+_EXPONENT_ONLY = re.compile(r"^[+-]?\d+[eE][+-]?\d+$")
+
+
+def with_overrides(cfg, assignments: list[str]):
+    """``cfg`` with ``--set KEY=VALUE`` applied (dotted keys, YAML values), re-checked like a file."""
+    if not assignments:
+        return cfg
+    import yaml
+
+    from ..config import ConfigError, from_dict, to_dict
+
+    data = to_dict(cfg)
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.lr=3e-4")
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for part in parents:
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            node = node[part]
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {exc}") from exc
+        if isinstance(value, str) and _EXPONENT_ONLY.match(value):
+            value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string; users mean the number
+        node[leaf] = value
+    try:
+        return from_dict(type(cfg), data)
+    except ConfigError as exc:
+        raise ConfigError(f"--set: {exc}") from exc
+
+
 def _train(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..shipped import resolve
+
+    path = resolve(args.config, "config")  # before the heavy imports: a wrong name fails at once
+    cfg = with_overrides(load_config(path), args.set or [])
     from ..training import train
 
-    cfg = load_config(args.config)
-    out = args.out or str(Path("runs") / Path(args.config).stem)
+    out = args.out or str(Path("runs") / path.stem)
     r = train(cfg, out, resume=args.resume, max_steps=args.max_steps)
     if not r.summary:  # not the main process of a distributed run: the main one reports
         return 0
@@ -73,9 +117,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..config import load_recipe
+    from ..shipped import resolve
+
+    recipe = load_recipe(resolve(args.recipe, "recipe"))  # before the heavy imports: fails at once
     from ..training.pipeline import format_pipeline, run_recipe
 
-    recipe = load_recipe(args.recipe)
     out = args.out or str(Path("runs") / recipe.name)
     result = run_recipe(recipe, out, resume=args.resume, max_steps=args.max_steps)
     print(f"\nRecipe {recipe.name}: {len(result.stages)} stages done.")
@@ -84,15 +130,6 @@ def _run(args: argparse.Namespace) -> int:
         f"Final model: {result.final_model}   per stage: {out}/<stage>/ (loss.png, summary.json, model/README.md)"
     )
     return 0
-
-
-def _recipe_check(args: argparse.Namespace) -> int:
-    from ..config import load_recipe
-    from ..training.recipe_check import check_recipe, format_check
-
-    report = check_recipe(load_recipe(args.recipe))
-    print(format_check(report))
-    return 0 if report.ok else 1
 
 
 def add_parsers(sub) -> None:
@@ -113,21 +150,28 @@ def add_parsers(sub) -> None:
         "--full",
         action="store_true",
         help="the whole progression: pre-training, general and task instruction tuning "
-        "(recipes/quickstart-tr.yaml), ending in a chat model; resumes an interrupted run",
+        "(the shipped recipe quickstart-tr), ending in a chat model; resumes an interrupted run",
     )
     p.set_defaults(func=_quickstart)
 
     p = sub.add_parser("train", help="train from a YAML config")
-    p.add_argument("config")
+    p.add_argument("config", help="a shipped config name (e.g. pretrain-tiny) or a config YAML file")
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--max-steps", type=int, help="total optimiser steps of the run")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one config key, value in YAML (repeatable): --set training.lr=3e-4 "
+        "--set 'data.sources=[notes.txt]' --set data.max_documents=50",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser(
         "run", help="run a staged recipe (pre-training, instruction tuning, ...) stage by stage"
     )
-    p.add_argument("recipe", help="a recipe YAML file, e.g. recipes/quickstart-tr.yaml")
+    p.add_argument("recipe", help="a shipped recipe name (e.g. quickstart-tr) or a recipe YAML file")
     p.add_argument("--out", help="output folder, one subfolder per stage (default runs/<recipe name>)")
     p.add_argument(
         "--resume",
@@ -137,10 +181,3 @@ def add_parsers(sub) -> None:
     p.add_argument("--max-steps", type=int, help="every stage's total optimiser steps (smoke tests)")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("recipe", help="recipe tools")
-    rsub = p.add_subparsers(dest="recipe_command", required=True)
-    c = rsub.add_parser(
-        "check", help="validate a recipe offline: build each stage's model, print trainable shares"
-    )
-    c.add_argument("recipe")
-    c.set_defaults(func=_recipe_check)

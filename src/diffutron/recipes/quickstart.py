@@ -9,8 +9,8 @@
 4. reports the validation ELBO perplexity (start and end) and generates continuations of fixed prompts;
 5. writes model/, metrics.jsonl, loss.png, summary.json under --out.
 
-``--full`` runs the recipe ``recipes/quickstart-tr.yaml`` instead (the same recipe, built here, so an
-installed package needs no recipe file): pre-training as above, then stage-1 general instruction
+``--full`` runs the shipped recipe ``quickstart-tr`` instead (the same recipe, built here; a test keeps
+the two equal): pre-training as above, then stage-1 general instruction
 tuning (sentence continuation from the embedded corpus, plus chatterbot-corpus's Turkish
 conversations when that package is installed), then stage-2 task-specific tuning (a fill-in-the-blank
 task, with the conversations again), and ends by answering a few chat prompts with the final model.
@@ -105,7 +105,7 @@ def run_quickstart(
 
 
 # ---------------------------------------------------------------------------------------------
-# quickstart --full: the progression CPT -> general SFT -> task SFT (recipes/quickstart-tr.yaml)
+# quickstart --full: the progression CPT -> general SFT -> task SFT (shipped/recipes/quickstart-tr.yaml)
 # ---------------------------------------------------------------------------------------------
 
 FULL_MINUTES = 8.0  # training minutes of the three stages together; data, evaluation and sampling add ~1

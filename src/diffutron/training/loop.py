@@ -1,6 +1,6 @@
 """The training loop: MDLM pre-training, LoRA continual pre-training and instruction tuning on ``accelerate``.
 
-    result = train(load_config("configs/pretrain-tiny.yaml"), out_dir="runs/tiny")
+    result = train(load_config(resolve("pretrain-tiny")), out_dir="runs/tiny")
     result = train(cfg, out_dir="runs/tiny", resume=True)       # continue after a crash
 
 One loop for every kind of run: the data component yields fixed-length rows and a ``maskable`` mask

@@ -1,6 +1,6 @@
 """The staged pipeline: a recipe's stages run in order, each from the previous stage's model.
 
-    recipe = load_recipe("recipes/quickstart-tr.yaml")
+    recipe = load_recipe(resolve("quickstart-tr"))
     result = run_recipe(recipe, "runs/quickstart-tr")               # every stage
     result = run_recipe(recipe, "runs/quickstart-tr", resume=True)  # after a crash, anywhere
 

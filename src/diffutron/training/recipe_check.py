@@ -1,7 +1,7 @@
 """Offline validation of a recipe: every stage's model is built (random weights, on the meta device, so
 a 300M model costs nothing), LoRA applied, and the trainable share reported — nothing is downloaded.
 
-    report = check_recipe(load_recipe("recipes/diffutron-0.3b.yaml"))
+    report = check_recipe(load_recipe(resolve("diffutron-0.3b")))
     print(format_check(report)); report.ok
 
 The backbone's config comes from a local folder or the local Hugging Face cache; a hub model that is
