@@ -114,11 +114,7 @@ def test_a_thousand_hostile_requests_never_get_a_5xx(serve_model, tokenizer):
                 path = (
                     rng.choice(PATHS) if i % 7 else rng.choice(["/", "/metrics", "/v1/../etc/passwd", "/%00"])
                 )
-                headers = {
-                    "Content-Type": rng.choice(
-                        ["application/json", "text/plain", "x/\u00e7".encode().decode("latin-1")]
-                    )
-                }
+                headers = {"Content-Type": rng.choice([b"application/json", b"text/plain", b"x/\xe7\xff"])}
                 r = client.request(method, path, content=hostile_body(rng), headers=headers)
                 codes[r.status_code] = codes.get(r.status_code, 0) + 1
                 assert r.status_code < 500, (r.status_code, r.text[:300])
