@@ -202,3 +202,19 @@ def test_sigterm_drains_in_flight_requests_and_exits(serve_ckpt):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_requests_waiting_long_in_the_queue_still_succeed(serve_model, tokenizer):
+    """One row at a time: the last of five ~1 s requests waits several seconds before it joins."""
+    server = LiveServer(make_app(serve_model, tokenizer, max_batch=1, max_queue=8))
+    slow = {**OK, "max_tokens": 48, "steps": 300, "block_size": 48}
+    try:
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: httpx.post(server.url + "/v1/completions", json=slow, timeout=120), range(5)
+                )
+            )
+        assert [r.status_code for r in answers] == [200] * 5, [r.text[:200] for r in answers]
+    finally:
+        server.close()

@@ -203,17 +203,16 @@ def create_app(
             ) from None
         except Closing as exc:
             raise ApiError(503, str(exc), kind="server_error", code="shutting_down") from None
-        events = job.events()
         try:
             while True:
-                try:
-                    kind, _, data = await asyncio.wait_for(anext(events), timeout=1.0)
+                try:  # Queue.get is safe to time out (nothing is lost); the request may wait long in line
+                    kind, _, data = await asyncio.wait_for(job._queue.get(), timeout=1.0)
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
                         raise asyncio.CancelledError from None
                     continue
                 if kind == "admitted":
-                    return events
+                    return job.events()
                 if kind == "error":
                     raise _engine_error(data)
         except BaseException:
