@@ -14,7 +14,8 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import LiveServer, free_port, make_app
+
+from .helpers import LiveServer, free_port, make_app
 
 OK = {"model": "micro", "prompt": "Ankara", "max_tokens": 4, "steps": 4, "block_size": 4}
 CHAT = {"model": "micro", "messages": [{"role": "user", "content": "Merhaba"}], "max_tokens": 4, "steps": 4}

@@ -8,9 +8,10 @@ import socket
 
 import httpx
 import psutil
-from conftest import LiveServer, make_app
 
 from diffutron.serving.openai_schema import Limits
+
+from .helpers import LiveServer, make_app
 
 PATHS = ["/v1/completions", "/v1/chat/completions", "/v1/infill"]
 FIELDS = [

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import LiveServer, make_app
+
+from .helpers import LiveServer, make_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")
