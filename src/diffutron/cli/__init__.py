@@ -14,7 +14,7 @@ import sys
 from .. import __version__
 from .lazy import LazyParser
 
-COMMANDS = ["train", "recipe", "generate", "evaluate"]  # modules under diffutron.cli, in help order
+COMMANDS = ["train", "recipe", "generate", "evaluate", "serve"]  # modules under diffutron.cli, in help order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -180,4 +180,3 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--max-steps", type=int, help="every stage's total optimiser steps (smoke tests)")
     p.set_defaults(func=_run)
-

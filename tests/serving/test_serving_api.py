@@ -1,0 +1,236 @@
+"""The OpenAI-compatible API on a live loopback server with a micro model, through the ``openai`` client."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from diffutron.sampling import CHAT_STOP, chat_prompt, generate, infill, preset
+
+FAST = {"steps": 8, "block_size": 4}  # extra body fields: the diffusion settings
+
+
+def cfg(**kw):
+    """The engine settings a request with FAST and these OpenAI fields maps to (server preset diffutron)."""
+    mapped = {"max_new_tokens": kw.pop("max_tokens", 64), **FAST, **kw}
+    return preset("diffutron", **mapped)
+
+
+@pytest.fixture(scope="module")
+def client(live):
+    return openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def alone(model, tokenizer, prompt, c):
+    return generate(model, tokenizer, [prompt], c).texts[0]
+
+
+def test_models_health_and_metrics(live, client):
+    assert [m.id for m in client.models.list().data] == ["micro"]
+    assert httpx.get(live.url + "/health").json()["status"] == "ok"
+    text = httpx.get(live.url + "/metrics").text
+    assert "diffutron_queue_depth" in text and "diffutron_forward_passes_total" in text
+
+
+def test_completion_is_the_engine_output_with_usage(live, client, serve_model, tokenizer):
+    r = client.completions.create(model="micro", prompt="Ankara", max_tokens=8, seed=3, extra_body=FAST)
+    want = generate(serve_model, tokenizer, ["Ankara"], cfg(max_tokens=8, seed=3))
+    assert r.choices[0].text == want.texts[0]
+    assert r.object == "text_completion" and r.id.startswith("cmpl-")
+    assert r.usage.completion_tokens == len(want.token_ids[0])
+    assert r.usage.prompt_tokens == len(tokenizer("Ankara", add_special_tokens=False)["input_ids"]) + 1
+    assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_n_choices_sample_with_seed_plus_index(client, serve_model, tokenizer):
+    r = client.completions.create(
+        model="micro",
+        prompt="İzmir'in havası",
+        max_tokens=6,
+        n=3,
+        seed=11,
+        temperature=1.0,
+        extra_body=FAST,
+    )
+    texts = [c.text for c in sorted(r.choices, key=lambda c: c.index)]
+    assert texts == [
+        alone(serve_model, tokenizer, "İzmir'in havası", cfg(max_tokens=6, seed=11 + i, temperature=1.0))
+        for i in range(3)
+    ]
+    assert len(set(texts)) > 1
+
+
+def test_chat_uses_the_chat_template_and_its_stop(client, serve_model, tokenizer):
+    messages = [
+        {"role": "system", "content": "Kısa cevap ver."},
+        {"role": "user", "content": "Başkent neresi?"},
+    ]
+    r = client.chat.completions.create(
+        model="micro", messages=messages, max_tokens=8, seed=2, extra_body=FAST
+    )
+    c = cfg(max_tokens=8, seed=2, stop=CHAT_STOP)
+    assert r.choices[0].message.content == alone(serve_model, tokenizer, chat_prompt(tokenizer, messages), c)
+    assert r.choices[0].message.role == "assistant" and r.object == "chat.completion"
+
+
+def test_streamed_text_concatenates_to_the_whole_answer(client):
+    body = dict(
+        model="micro", prompt="Öğretmenimiz bugün", max_tokens=12, seed=5, extra_body={**FAST, "steps": 12}
+    )
+    whole = client.completions.create(**body).choices[0].text
+    chunks = list(client.completions.create(**body, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert sum(1 for c in chunks if c.choices and c.choices[0].text) >= 2  # it really streamed
+
+
+def test_chat_stream_deltas_and_usage(client):
+    body = dict(
+        model="micro",
+        messages=[{"role": "user", "content": "Merhaba!"}],
+        max_tokens=8,
+        seed=4,
+        extra_body=FAST,
+    )
+    whole = client.chat.completions.create(**body).choices[0].message.content
+    chunks = list(client.chat.completions.create(**body, stream=True, stream_options={"include_usage": True}))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert deltas[0].role == "assistant"
+    assert "".join(d.content or "" for d in deltas) == whole
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+
+
+def test_sse_wire_format(live):
+    body = {"model": "micro", "prompt": "Ankara", "max_tokens": 4, "stream": True, **FAST}
+    with httpx.stream("POST", live.url + "/v1/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        raw = r.read().decode()
+    events = [e for e in raw.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+    for e in events[:-1]:
+        chunk = json.loads(e[len("data: ") :])
+        assert chunk["object"] == "text_completion" and chunk["model"] == "micro"
+        assert set(chunk["choices"][0]) >= {"index", "text", "finish_reason"}
+
+
+def test_stop_strings_cut_the_answer(client):
+    body = dict(model="micro", prompt="Ankara", max_tokens=10, seed=1, extra_body={**FAST, "steps": 10})
+    full = client.completions.create(**body).choices[0].text
+    stop = full.strip()[2:4]
+    assert stop
+    r = client.completions.create(**body, stop=[stop])
+    assert stop not in r.choices[0].text and r.choices[0].finish_reason == "stop"
+    streamed = "".join(
+        c.choices[0].text for c in client.completions.create(**body, stop=[stop], stream=True) if c.choices
+    )
+    assert streamed == r.choices[0].text
+
+
+def test_infill_fills_only_the_holes(live, serve_model, tokenizer):
+    text = "Ankara Türkiye'nin <mask:3> şehridir."
+    r = httpx.post(
+        live.url + "/v1/infill", json={"model": "micro", "prompt": text, "seed": 0, **FAST}, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    want = infill(serve_model, tokenizer, [text], preset("diffutron", **FAST, seed=0))
+    assert (
+        r.json()["choices"][0]["text"] == want.texts[0] and r.json()["choices"][0]["fills"] == want.fills[0]
+    )
+
+
+def test_canvas_stream_shows_masks_turning_into_words(live):
+    body = {
+        "model": "micro",
+        "messages": [{"role": "user", "content": "Merhaba"}],
+        "max_tokens": 8,
+        "stream": True,
+        "stream_canvas": True,
+        **FAST,
+    }
+    with httpx.stream("POST", live.url + "/v1/chat/completions", json=body, timeout=60) as r:
+        events = [json.loads(e[6:]) for e in r.read().decode().split("\n\n") if e and e != "data: [DONE]"]
+    steps = [e["choices"][0] for e in events if e["choices"] and not e["choices"][0]["done"]]
+    final = [e["choices"][0] for e in events if e["choices"] and e["choices"][0]["done"]]
+    assert len(steps) >= 2 and all(isinstance(s, int) for s in steps[0]["canvas"] if not isinstance(s, str))
+    assert sum(s for s in steps[0]["canvas"] if isinstance(s, int)) > 0  # masks at the first step
+    assert len(final) == 1 and final[0]["text"] is not None
+    assert events[-1]["usage"]["completion_tokens"] > 0 and events[-1]["diffutron"]["forward_passes"] > 0
+
+
+def test_concurrent_requests_share_passes_and_match_alone(live, client, serve_model, tokenizer):
+    """Same seed, same text: each request of a concurrent burst (mixed prompts, lengths, settings)
+    equals the engine alone — while the server really batched them."""
+    jobs = [
+        ("Ankara", dict(max_tokens=8, seed=1, temperature=0.8)),
+        ("İzmir'in havası bugün çok", dict(max_tokens=6, seed=2, temperature=0.0)),
+        ("Iğdır", dict(max_tokens=10, seed=3, temperature=1.2, top_p=0.9)),
+        ("Kütüphanedeki kitapların çoğu", dict(max_tokens=8, seed=4, remasking="threshold", threshold=0.3)),
+        ("Gençler", dict(max_tokens=4, seed=5, remasking="random", temperature=1.0)),
+        ("Denizin kıyısında", dict(max_tokens=8, seed=6, repetition_penalty=1.5, temperature=0.5)),
+    ] * 2
+    before = _histogram_sum(live)
+
+    def call(job):
+        prompt, kw = job
+        kw = dict(kw)
+        extra = {
+            **FAST,
+            **{k: kw.pop(k) for k in ("remasking", "threshold", "repetition_penalty") if k in kw},
+        }
+        return client.completions.create(model="micro", prompt=prompt, extra_body=extra, **kw).choices[0].text
+
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        got = list(pool.map(call, jobs))
+    for (prompt, kw), text in zip(jobs, got, strict=True):
+        assert text == alone(serve_model, tokenizer, prompt, cfg(**kw)), (prompt, kw)
+    count, rows = _histogram_sum(live)
+    assert (rows - before[1]) / max(1, count - before[0]) > 1.5  # more than one row per pass on average
+
+
+def _histogram_sum(live) -> tuple[float, float]:
+    lines = httpx.get(live.url + "/metrics").text.splitlines()
+    value = {ln.split()[0]: float(ln.split()[1]) for ln in lines if ln.startswith("diffutron_batch_size_")}
+    return value["diffutron_batch_size_count"], value["diffutron_batch_size_sum"]
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_rows(live):
+    body = {
+        "model": "micro",
+        "prompt": "Ankara",
+        "max_tokens": 200,
+        "stream": True,
+        "stream_canvas": True,
+        "steps": 1000,
+        "block_size": 0,
+        "stop": None,
+    }
+    with httpx.stream("POST", live.url + "/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()  # kept open: closing it early closes the connection
+        assert next(line for line in lines if line.startswith("data: "))
+        assert httpx.get(live.url + "/health").json()["rows"] == 1
+        passes = _forward_passes(live)
+    # the client has gone, 200 answer tokens in 1000 steps are far from done: the row must leave
+    deadline = time.monotonic() + 10
+    while httpx.get(live.url + "/health").json()["rows"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert httpx.get(live.url + "/health").json()["rows"] == 0
+    assert _forward_passes(live) < passes + 100
+
+
+def _forward_passes(live) -> float:
+    lines = httpx.get(live.url + "/metrics").text.splitlines()
+    return next(float(ln.split()[1]) for ln in lines if ln.startswith("diffutron_forward_passes_total"))
+
+
+def test_settings_are_validated_like_the_engine_does(client):
+    with pytest.raises(openai.BadRequestError, match="threshold"):
+        client.completions.create(model="micro", prompt="Ankara", extra_body={"threshold": 1.5})
+    c = dataclasses.replace(cfg(), seed=None)
+    assert c.seed is None

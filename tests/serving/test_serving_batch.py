@@ -1,0 +1,120 @@
+"""The step-level batch: a row alone gives what ``generate`` gives; a row in a batch what it gives alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from diffutron.sampling import GenerationConfig, generate, infill
+from diffutron.sampling.batch import DecodeBatch
+
+PROMPTS = ["Ankara", "İzmir'in havası bugün", "Öğretmenimiz bize şiir okudu ve", "Iğdır"]
+FAST = dict(max_new_tokens=8, steps=8, block_size=4, stop_at_eos=False)
+CONFIGS = {
+    "greedy": GenerationConfig(**FAST, temperature=0.0),
+    "sampled": GenerationConfig(**FAST, temperature=0.8, top_p=0.9, repetition_penalty=1.2, seed=3),
+    "threshold": GenerationConfig(**FAST, remasking="threshold", threshold=0.05, temperature=0.5, seed=4),
+    "random": GenerationConfig(**FAST, remasking="random", temperature=1.0, top_k=20, seed=5),
+    "stochastic": GenerationConfig(**FAST, stochastic_counts=True, remasking="margin", temperature=1.0),
+    "guided": GenerationConfig(**FAST, guidance_scale=1.5, temperature=0.7, seed=6),
+    "eos": GenerationConfig(max_new_tokens=8, steps=8, block_size=0, stop_at_eos=True, temperature=2.0),
+}
+
+
+def run_alone(model, tokenizer, prompt, cfg, **kw):
+    batch = DecodeBatch(model, tokenizer)
+    row = batch.add(prompt, cfg, **kw)
+    canvases = []
+    while not row.done:
+        if row in batch.step():
+            canvases.append(row.canvas.clone())
+    return row, canvases
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_a_row_alone_is_exactly_generate(serve_model, tokenizer, name):
+    cfg = CONFIGS[name]
+    for prompt in PROMPTS[:2]:
+        want = generate(serve_model, tokenizer, [prompt], cfg)
+        row, _ = run_alone(serve_model, tokenizer, prompt, cfg)
+        got = row.output
+        assert got.texts == want.texts and got.token_ids == want.token_ids
+        assert torch.equal(got.commit_step, want.commit_step)
+        assert got.steps == want.steps and got.row_passes == want.row_passes
+
+
+def test_an_infill_row_alone_is_exactly_infill(serve_model, tokenizer):
+    text = "Ankara Türkiye'nin <mask:3> şehridir ve <mask> yer alır."
+    for cfg in (CONFIGS["greedy"], CONFIGS["sampled"]):
+        want = infill(serve_model, tokenizer, [text], cfg)
+        row, _ = run_alone(serve_model, tokenizer, text, cfg, infill=True)
+        assert row.output.texts == want.texts and row.output.fills == want.fills
+        assert torch.equal(row.output.commit_step, want.commit_step)
+
+
+def test_rows_joining_and_leaving_a_running_batch_get_their_alone_text(serve_model, tokenizer):
+    """Mixed prompts, lengths and settings; rows join at different steps; one leaves early.
+    Every row that finishes has its alone text: its draws come from its own generator."""
+    names = ["sampled", "greedy", "threshold", "random", "guided", "stochastic"]
+    jobs = [
+        (PROMPTS[i % len(PROMPTS)], dataclasses.replace(CONFIGS[n], seed=10 + i)) for i, n in enumerate(names)
+    ]
+    alone = [run_alone(serve_model, tokenizer, p, c)[0].output.texts for p, c in jobs]
+    batch = DecodeBatch(serve_model, tokenizer)
+    rows, waiting, step = {}, list(enumerate(jobs)), 0
+    quitter = None
+    while waiting or batch.rows:
+        if waiting and step % 2 == 0:  # a new request joins every other step
+            i, (p, c) = waiting.pop(0)
+            rows[i] = batch.add(p, c, tag=i)
+            if i == 1:
+                quitter = rows[i]
+        if step == 3 and quitter in batch.rows:  # its client went away
+            batch.remove(quitter)
+        for row in batch.step():
+            if row.done:
+                batch.remove(row)
+        step += 1
+        assert step < 500
+    assert max(len(alone[i][0]) for i in range(len(jobs))) > 0
+    for i, row in rows.items():
+        if row is quitter:
+            assert not row.done
+            continue
+        assert row.output.texts == alone[i], f"row {i} ({names[i]}) changed when batched"
+    assert batch.forward_passes < sum(r.passes for r in rows.values())  # passes were shared
+
+
+def test_stop_strings_end_a_row_with_finish_reason_stop(serve_model, tokenizer):
+    cfg = CONFIGS["greedy"]
+    full = run_alone(serve_model, tokenizer, "Ankara", cfg)[0].output.texts[0]
+    assert not run_alone(serve_model, tokenizer, "Ankara", cfg)[0].stopped
+    stop = full.strip()[:2]
+    row, _ = run_alone(serve_model, tokenizer, "Ankara", dataclasses.replace(cfg, stop=(stop,)))
+    assert row.stopped and stop not in row.output.texts[0]
+
+
+def test_partial_views_show_masks_until_the_answer_is_full(serve_model, tokenizer):
+    batch = DecodeBatch(serve_model, tokenizer)
+    row = batch.add("Ankara", CONFIGS["greedy"])
+    seen = []
+    while not row.done:
+        if row in batch.step():
+            seen.append(row.segments(tokenizer))
+    assert any(isinstance(s, int) for s in seen[0])  # masks at the first step
+    assert sum(s for s in seen[0] if isinstance(s, int)) == 8 - int(row.output.commit_step.eq(0).sum())
+    assert not any(isinstance(s, int) for s in seen[-1])
+    assert "".join(seen[-1]) == row.output.texts[0]
+
+
+def test_bad_input_is_a_value_error_and_leaves_the_batch_untouched(serve_model, tokenizer):
+    batch = DecodeBatch(serve_model, tokenizer)
+    with pytest.raises(ValueError, match="context"):
+        batch.add("Ankara " * 300, CONFIGS["greedy"])
+    with pytest.raises(ValueError, match="hole"):
+        batch.add("Ankara", CONFIGS["greedy"], infill=True)
+    with pytest.raises(ValueError, match="steps"):
+        batch.add("Ankara", dataclasses.replace(CONFIGS["greedy"], steps=0))
+    assert batch.rows == []
