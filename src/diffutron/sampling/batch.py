@@ -25,7 +25,7 @@ import torch
 
 from ..diffusion.schedules import LinearSchedule, Schedule
 from ..models.heads import MaskedLMParts
-from .commit import SCORERS, above_threshold, reveal_counts, stochastic_counts, top_k_per_row
+from .commit import SCORERS, above_threshold, stochastic_counts, top_k_per_row
 from .config import GenerationConfig
 from .engine import (
     GenerationOutput,
@@ -36,12 +36,14 @@ from .engine import (
     _ended_by_eos,
     _finish,
     _forbidden,
+    _plan,
     _prepare_generate,
     _prepare_infill,
+    _proposal_logits,
+    _steps_per_block,
     _StopStrings,
 )
 from .prompts import render_partial
-from .proposals import apply_repetition_penalty_ids, prepare
 
 
 @dataclass(eq=False)
@@ -54,8 +56,8 @@ class Row:
     editable: torch.Tensor  # [L] bool
     block: torch.Tensor  # [L] block index of each editable position, -1 elsewhere
     n_blocks: int
-    steps_per_block: int
-    plan: torch.Tensor  # [n_blocks, steps_per_block] scheduled commits per step
+    block_steps: torch.Tensor  # [n_blocks] steps of each block (the engine's split of cfg.steps)
+    plan: torch.Tensor  # [n_blocks, max block steps] scheduled commits per step
     generator: torch.Generator
     stops: _StopStrings | None
     commit_step: torch.Tensor  # [L]
@@ -167,7 +169,7 @@ class DecodeBatch:
         editable = start.editable[0, :width]
         block = _block_ids(editable[None], cfg.block_size)[0]
         n_blocks = int(block.max()) + 1 if editable.any() else 1
-        steps_per_block = max(1, cfg.steps // n_blocks)
+        block_steps = _steps_per_block(cfg.steps, n_blocks, cfg.remasking == "threshold")
         block_len = torch.bincount(block[editable], minlength=n_blocks)
         generator = torch.Generator(device=self.device)
         if cfg.seed is None:
@@ -185,8 +187,8 @@ class DecodeBatch:
             editable=editable.to(dev),
             block=block.to(dev),
             n_blocks=n_blocks,
-            steps_per_block=steps_per_block,
-            plan=reveal_counts(block_len, steps_per_block, self.schedule).to(dev),
+            block_steps=block_steps,
+            plan=_plan(block_len[None], block_steps, self.schedule)[0].to(dev),
             generator=generator,
             stops=stops,
             commit_step=torch.full((width,), -1, dtype=torch.long, device=dev),
@@ -241,15 +243,16 @@ class DecodeBatch:
         masked = (row.canvas == self.mask_id) & row.editable
         row._candidates = masked & (row.block == row.cur)
         remaining = int(row._candidates.sum())
-        spb = row.steps_per_block
+        spb = int(row.block_steps[min(row.cur, row.n_blocks - 1)])  # steps of the current block
         if cfg.remasking == "threshold":
             k = remaining
         elif cfg.stochastic_counts:
             i = torch.tensor([row.step_in_block], device=self.device)
             rem = torch.tensor([remaining], device=self.device)
-            k = int(stochastic_counts(rem, i, spb, self.schedule, row.generator)[0])
+            n_steps = torch.tensor([spb], dtype=torch.float64, device=self.device)
+            k = int(stochastic_counts(rem, i, n_steps, self.schedule, row.generator)[0])
         else:
-            k = int(row.plan[min(row.cur, row.n_blocks - 1), min(row.step_in_block, spb - 1)])
+            k = int(row.plan[min(row.cur, row.n_blocks - 1), min(row.step_in_block, row.plan.shape[1] - 1)])
         row._k = remaining if row.step_in_block >= spb - 1 else min(k, remaining)
         return row._k > 0
 
@@ -273,36 +276,37 @@ class DecodeBatch:
         where = [r._candidates.nonzero().flatten() for r in need]
         rows_idx = torch.cat([torch.full_like(c, b) for b, c in enumerate(where)])
         cols = torch.cat(where)
-        logits_all = self.parts.head(hidden[rows_idx, cols]).double()  # [N, V] candidates of all rows
+        head_all = self.parts.head(hidden[rows_idx, cols])  # [N, V] candidates of all rows
         uncond_all = None
         if guided:
             u_rows = torch.cat([torch.full_like(where[b], len(need) + j) for j, b in enumerate(guided)])
             u_cols = torch.cat([where[b] for b in guided])
-            uncond_all = self.parts.head(hidden[u_rows, u_cols]).double()
+            uncond_all = self.parts.head(hidden[u_rows, u_cols])
         offset = u_offset = 0
         for b, row in enumerate(need):
             n = len(where[b])
-            logits = logits_all[offset : offset + n]
+            head = head_all[offset : offset + n]
             offset += n
+            uncond = None
             if row.cfg.guidance_scale > 0:
-                u = uncond_all[u_offset : u_offset + n]
+                uncond = uncond_all[u_offset : u_offset + n]
                 u_offset += n
-                logits = u + (row.cfg.guidance_scale + 1.0) * (logits - u)
-            self._commit_row(row, logits, where[b])
+            self._commit_row(row, head, uncond, where[b])
 
-    def _commit_row(self, row: Row, logits: torch.Tensor, cols: torch.Tensor) -> None:
+    def _commit_row(
+        self, row: Row, head: torch.Tensor, uncond: torch.Tensor | None, cols: torch.Tensor
+    ) -> None:
         """Steps 4-5 of ``_run`` for one row (a batch of one: the same calls, the same draws)."""
         cfg = row.cfg
         row.passes += 1
-        key = (tuple(cfg.suppress_tokens), row.start.answer, logits.shape[-1])
+        n, vocab = head.shape
+        key = (tuple(cfg.suppress_tokens), row.start.answer, vocab)
         if key not in self._forbidden:
             tok = self.tokenizer
             extra = [] if row.start.answer else [tok.eos_token_id, tok.bos_token_id, tok.pad_token_id]
-            self._forbidden[key] = _forbidden(logits.shape[-1], cfg, self.mask_id, extra, self.device)
-        if cfg.repetition_penalty != 1.0:
-            seen = row.canvas[None, :].expand(len(cols), -1)
-            logits = apply_repetition_penalty_ids(logits, seen, cfg.repetition_penalty)
-        logits, scaled = prepare(logits, self._forbidden[key], cfg.temperature, cfg.top_k, cfg.top_p)
+            self._forbidden[key] = _forbidden(vocab, cfg, self.mask_id, extra, self.device)
+        seen = row.canvas[None, :].expand(n, -1) if cfg.repetition_penalty != 1.0 else None
+        prepared = functools.partial(_proposal_logits, head, uncond, seen, self._forbidden[key], cfg)
         chosen = row._candidates[None, :]
         threshold = cfg.remasking == "threshold"
         if threshold:
@@ -313,7 +317,7 @@ class DecodeBatch:
         score_fn = SCORERS["low_confidence" if threshold else cfg.remasking]
         rows = torch.zeros_like(cols)
         commit, tokens = _choose(
-            logits, scaled, rows, cols, (1, row.length), pick, score_fn, cfg, row.generator
+            prepared, n, vocab, rows, cols, (1, row.length), pick, score_fn, cfg, row.generator
         )
         commit = commit[0]
         proposed = torch.full_like(row.canvas, self.mask_id)
