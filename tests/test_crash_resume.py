@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import accelerate
+
 from diffutron.cli import main as cli
 from diffutron.training.state import checkpoint_dirs
 
