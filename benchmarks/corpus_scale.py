@@ -26,14 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-SENTENCES = [
-    "Ankara, Türkiye Cumhuriyeti'nin başkentidir ve İç Anadolu Bölgesi'nde yer alır.",
-    "Iğdır'dan İstanbul'a giden otobüs sabah erkenden yola çıktı.",
-    "Öğretmenimiz bugün bize ılık bir sonbahar gününde şiir okudu.",
-    "Çocuklar bahçede top oynarken yaşlı adam gazetesini okuyordu.",
-    "Kütüphanedeki kitapların çoğu Osmanlıca ve Türkçe yazılmıştı.",
-    "Şehrin eski sokaklarında dolaşmak insana huzur veriyor.",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared sentence list beside this script
+from turkish_sentences import SENTENCES  # noqa: E402
 
 
 def seed_documents() -> list[str]:

@@ -37,16 +37,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SENTENCES = [
-    "Ankara, Türkiye Cumhuriyeti'nin başkentidir ve İç Anadolu Bölgesi'nde yer alır.",
-    "Iğdır'dan İstanbul'a giden otobüs sabah erkenden yola çıktı.",
-    "Öğretmenimiz bugün bize ılık bir sonbahar gününde şiir okudu.",
-    "Çocuklar bahçede top oynarken yaşlı adam gazetesini okuyordu.",
-    "Kütüphanedeki kitapların çoğu Osmanlıca ve Türkçe yazılmıştı.",
-    "Şehrin eski sokaklarında dolaşmak insana huzur veriyor.",
-    "Denizin kıyısında oturup çayımızı yudumlarken güneş batıyordu.",
-    "Pazartesi günü toplantıya katılamayacağımı müdürüme bildirdim.",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared sentence list beside this script
+from turkish_sentences import SENTENCES  # noqa: E402
+
 MICRO = "{hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 128}"
 SLOW_ENV = "DIFFUTRON_TEST_SLOW_CHECKPOINT_S"
 KINDS = ("startup", "step", "checkpoint", "final")

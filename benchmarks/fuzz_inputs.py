@@ -44,18 +44,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared sentence list beside this script
+from turkish_sentences import SENTENCES  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-SENTENCES = [
-    "Ankara, Türkiye Cumhuriyeti'nin başkentidir ve İç Anadolu Bölgesi'nde yer alır.",
-    "Iğdır'dan İstanbul'a giden otobüs sabah erkenden yola çıktı.",
-    "Öğretmenimiz bugün bize ılık bir sonbahar gününde şiir okudu.",
-    "Çocuklar bahçede top oynarken yaşlı adam gazetesini okuyordu.",
-    "Kütüphanedeki kitapların çoğu Osmanlıca ve Türkçe yazılmıştı.",
-    "Şehrin eski sokaklarında dolaşmak insana huzur veriyor.",
-]
 MICRO = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
 FAMILIES = ("corpus", "config", "prompt", "evaldata", "checkpoint")
 
