@@ -32,12 +32,14 @@ Scorer = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Generator | None"
 SCORERS: dict[str, Scorer] = {}
 
 
-def scorer(name: str, uses_proposal: bool = False):
+def scorer(name: str, uses_proposal: bool = False, uses_generator: bool = False):
     """Register a commit rule. ``uses_proposal``: the score depends on the drawn token, and scoring the
-    greedy token gives an upper bound on it (the engine uses that bound to draw only where needed)."""
+    greedy token gives an upper bound on it (the engine uses that bound to draw only where needed).
+    ``uses_generator``: the score is random (the engine then scores each row with its own generator)."""
 
     def wrap(fn: Scorer) -> Scorer:
         fn.uses_proposal = uses_proposal
+        fn.uses_generator = uses_generator
         SCORERS[name] = fn
         return fn
 
@@ -61,7 +63,7 @@ def _entropy(logits: torch.Tensor, tokens: torch.Tensor | None, generator) -> to
     return -torch.special.entr(logits.softmax(-1)).sum(-1)  # entr(0) = 0: forbidden ids add nothing
 
 
-@scorer("random")
+@scorer("random", uses_generator=True)
 def _random(logits: torch.Tensor, tokens: torch.Tensor | None, generator) -> torch.Tensor:
     return torch.rand(logits.shape[0], generator=generator, dtype=torch.float64, device=logits.device)
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import itertools
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -174,31 +174,6 @@ def _ended_by_eos(canvas: torch.Tensor, editable: torch.Tensor, mask_id: int, eo
     return is_eos.any(1) & ~((canvas == mask_id) & before_first_eos).any(1)
 
 
-class _StopStrings:
-    """Stop strings end a row when its *filled prefix* (answer up to the first mask) contains one.
-    Only rows whose prefix grew are decoded; opt-in, so the default path has no per-row Python."""
-
-    def __init__(self, tokenizer, stops: tuple[str, ...], editable: torch.Tensor, mask_id: int):
-        self.tokenizer, self.stops, self.editable, self.mask_id = tokenizer, stops, editable, mask_id
-        pos = torch.arange(editable.shape[1])
-        self.start = torch.where(editable, pos, editable.shape[1]).min(1).values  # answer start
-        self.end = torch.where(editable, pos, -1).max(1).values + 1  # answer end
-        self.seen = self.start.clone()  # prefix end at the last check
-
-    def __call__(self, canvas: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        canvas = canvas.cpu()
-        pos = torch.arange(canvas.shape[1])
-        holes = (canvas == self.mask_id) & self.editable
-        prefix_end = torch.minimum(torch.where(holes, pos, canvas.shape[1]).min(1).values, self.end)
-        hit = torch.zeros_like(rows)
-        for b in (rows & (prefix_end > self.seen)).nonzero().flatten().tolist():
-            ids = canvas[b, int(self.start[b]) : int(prefix_end[b])].tolist()
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            hit[b] = any(s in text for s in self.stops)
-        self.seen = torch.maximum(self.seen, prefix_end)
-        return hit
-
-
 def _forbidden(
     vocab: int, cfg: GenerationConfig, mask_id: int, extra: list[int | None], device
 ) -> torch.Tensor:
@@ -214,6 +189,50 @@ def _chunks(n: int, vocab: int) -> Iterator[torch.Tensor]:
         yield torch.arange(start, min(n, start + size))
 
 
+Generators = torch.Generator | None | Sequence[torch.Generator]
+
+
+def _pieces(
+    idx: torch.Tensor, rows: torch.Tensor, vocab: int, generator: Generators
+) -> Iterator[tuple[torch.Tensor, list[tuple[torch.Generator | None, slice]]]]:
+    """Candidates ``idx`` a chunk at a time (at most ``MAX_PROPOSAL_ELEMENTS`` float64 logits), each chunk
+    with its pieces: (generator, slice of the chunk) for the random draws. With one generator per row
+    (a sequence indexed by row), a row's candidates are cut where they are cut when the row runs alone,
+    and each piece draws from its row's generator: a row's draws never depend on its neighbours."""
+    if not isinstance(generator, Sequence):
+        for chunk in _chunks(len(idx), vocab):
+            yield idx[chunk.to(idx.device)], [(generator, slice(None))]
+        return
+    size = max(1, MAX_PROPOSAL_ELEMENTS // max(vocab, 1))
+    owners, counts = torch.unique_consecutive(rows[idx], return_counts=True)  # rows ascend in idx
+    pieces, at = [], 0
+    for owner, count in zip(owners.tolist(), counts.tolist(), strict=True):
+        for start in range(0, count, size):
+            pieces.append((owner, at + start, at + min(count, start + size)))
+        at += count
+    chunk: list[tuple[int, int, int]] = []
+    for piece in [*pieces, None]:  # pack whole pieces into chunks of at most ``size``
+        if chunk and (piece is None or piece[2] - chunk[0][1] > size):
+            first = chunk[0][1]
+            yield (
+                idx[first : chunk[-1][2]],
+                [(generator[o], slice(a - first, e - first)) for o, a, e in chunk],
+            )
+            chunk = []
+        if piece is not None:
+            chunk.append(piece)
+
+
+def _score(score_fn, logits, tokens, pieces) -> torch.Tensor:
+    if not getattr(score_fn, "uses_generator", False):
+        return score_fn(logits, tokens, None)
+    if len(pieces) == 1:
+        return score_fn(logits, tokens, pieces[0][0])
+    return torch.cat(
+        [score_fn(logits[sl], None if tokens is None else tokens[sl], gen) for gen, sl in pieces]
+    )
+
+
 def _choose(
     prepared: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     n: int,
@@ -224,12 +243,13 @@ def _choose(
     pick: Callable[[torch.Tensor], torch.Tensor],
     score_fn,
     cfg: GenerationConfig,
-    generator: torch.Generator | None,
+    generator: Generators,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 5: commit mask [B, L] and proposals [N] (-1 where nothing was drawn) for ``n`` candidates
     at (rows, cols). ``prepared(idx)`` gives the (unfiltered, filtered) float64 logits of candidates
-    ``idx``, called a chunk at a time. Exactly the outcome of drawing every candidate, with draws made
-    only where needed:
+    ``idx``, called a chunk at a time. ``generator``: one for all rows, or one per row (a sequence
+    indexed by row: random draws are then made row by row, see ``_pieces``). Exactly the outcome of
+    drawing every candidate, with draws made only where needed:
     - a score that ignores the proposal (margin, entropy, random) picks first, then draws the picks;
     - a confidence score (low_confidence, threshold) cannot exceed that of the greedy token, so:
       draw where the rule would commit if every draw were greedy; then also draw any candidate whose
@@ -243,21 +263,22 @@ def _choose(
         return g
 
     def draw_at(where: torch.Tensor, scored: torch.Tensor | None = None) -> None:
-        for chunk in _chunks(int(where.sum()), vocab):
-            idx = where.nonzero().flatten()[chunk.to(device)]
+        for idx, pieces in _pieces(where.nonzero().flatten(), rows, vocab, generator):
             logits, scaled = prepared(idx)
-            tokens[idx] = draw(scaled, cfg.temperature, generator)
+            drawn = torch.cat([draw(scaled[sl], cfg.temperature, gen) for gen, sl in pieces])
+            tokens[idx] = drawn
             if scored is not None:
-                scored[idx] = score_fn(logits, tokens[idx], generator)
+                scored[idx] = _score(score_fn, logits, drawn, pieces)
 
     # [N] the greedy proposals and their scores (for a confidence: the best score any draw can get)
     greedy = torch.empty(n, dtype=torch.long, device=device)
     upper = torch.empty(n, dtype=torch.float64, device=device)
-    for idx in _chunks(n, vocab):
-        idx = idx.to(device)
+    everyone = torch.arange(n, device=device)
+    per_row = generator if getattr(score_fn, "uses_generator", False) else None  # else no draw here
+    for idx, pieces in _pieces(everyone, rows, vocab, per_row):
         logits, _ = prepared(idx)
         greedy[idx] = logits.argmax(-1)
-        upper[idx] = score_fn(logits, greedy[idx] if score_fn.uses_proposal else None, generator)
+        upper[idx] = _score(score_fn, logits, greedy[idx] if score_fn.uses_proposal else None, pieces)
     if cfg.temperature == 0:
         return pick(grid(upper)), greedy
     tokens = torch.full_like(greedy, -1)
@@ -325,6 +346,386 @@ def _device(model: torch.nn.Module) -> torch.device:
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
+ROW_SEED_STRIDE = 0x9E3779B97F4A7C15  # odd, 2^64 / golden ratio: seeds of neighbouring rows never collide
+
+
+def row_seed(seed: int, row: int) -> int:
+    """The seed of row ``row`` of a batch decoded with ``seed``: row 0 uses ``seed`` itself, so one prompt
+    gives the same text alone or first in a batch; other rows get their own streams (a batch of one
+    prompt repeated gives different samples)."""
+    return seed if row == 0 else (seed + row * ROW_SEED_STRIDE) % (1 << 64)
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def forward_candidates(
+    parts: MaskedLMParts,
+    ids: torch.Tensor,
+    attention: torch.Tensor,
+    at: tuple[torch.Tensor, torch.Tensor],
+    uncond_at: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Step 3, the network call: encode ``ids`` [R, W] (right-padded; ``attention`` 1 = real) and run the
+    output head only at the candidate positions ``at`` = (rows, cols), and at ``uncond_at`` (the
+    unconditional copies of guided rows, appended to ``ids``). Returns logits [N, V] and [N', V]."""
+    # no padding in these rows (always so for one prompt): no mask to build, a faster attention
+    hidden = parts.encode(ids, None if bool(attention.all()) else attention)
+    head = parts.head(hidden[at])
+    return head, (parts.head(hidden[uncond_at]) if uncond_at is not None else None)
+
+
+def _settings(cfg: GenerationConfig, answer: bool) -> tuple:
+    """What steps 4-5 depend on: rows with equal settings are proposed and committed in one call."""
+    return (
+        cfg.temperature,
+        cfg.top_k,
+        cfg.top_p,
+        cfg.repetition_penalty,
+        cfg.guidance_scale,
+        cfg.remasking,
+        cfg.threshold,
+        tuple(cfg.suppress_tokens),
+        answer,
+    )
+
+
+def _at(t: torch.Tensor, sel: torch.Tensor | None) -> torch.Tensor:
+    return t if sel is None else t[sel]
+
+
+def _pad_to(t: torch.Tensor, shape: tuple[int, ...], fill) -> torch.Tensor:
+    """``t`` [B, ...] padded with ``fill`` to [B, *shape]."""
+    if tuple(t.shape[1:]) == shape:
+        return t
+    out = torch.full((t.shape[0], *shape), fill, dtype=t.dtype, device=t.device)
+    out[(slice(None), *(slice(0, s) for s in t.shape[1:]))] = t
+    return out
+
+
+@dataclass
+class StepResult:
+    committed: torch.Tensor  # [B, L] bool: positions written at this step
+    took_step: torch.Tensor  # [B] bool: rows that were active (each took one step)
+
+
+class DecodeState:
+    """Rows decoded together, one step at a time: the one decoding loop (``generate``, ``stream``,
+    ``infill`` and the server's ``DecodeBatch`` all drive it). Rows join and leave between steps.
+
+        state = DecodeState(model, tokenizer, schedule, mask_id)
+        state.add(start, configs, generators)       # rows of a _Canvas, each with its settings and generator
+        while (result := state.step()) is not None: # steps 1-6 of the module docstring, for every row
+            ...                                     # state.canvas [B, L], state.done [B], result.committed
+        state.keep(indices)                         # the other rows leave
+
+    Everything per row is a tensor over rows (canvas, editable positions, blocks, reveal plan, current
+    block, place in it, steps taken, passes, finished) or, for what steps 4-5 need, its settings: rows
+    with equal settings are proposed and committed in one vectorised call. Random draws (Gumbel noise,
+    stochastic counts, the ``random`` scorer) come from each row's own generator, so a row gives the
+    same text alone or in any batch, joining at any step.
+    """
+
+    _FILL = {"attention": 0, "editable": False, "given": False, "block": -1, "commit_step": -1}
+    _FILL |= {"block_steps": 1, "plan": 0}  # [B, n_blocks] and [B, n_blocks, steps]: padded per row
+    _ROWS = (
+        "canvas attention editable given block commit_step block_steps plan n_blocks cap cur step_in_block"
+        " steps passes finished stopped answer stop_eos threshold stochastic guided stop_start stop_end"
+        " stop_seen"
+    ).split()
+
+    def __init__(self, model: torch.nn.Module, tokenizer, schedule: Schedule, mask_id: int):
+        self.parts = MaskedLMParts(model)
+        self.tokenizer, self.schedule, self.mask_id = tokenizer, schedule, mask_id
+        self.device = _device(model)
+        self.eos_id = tokenizer.eos_token_id
+        self.end_fill = self.eos_id if self.eos_id is not None else tokenizer.pad_token_id
+        fill = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.fill = mask_id if fill is None else fill  # padding is never attended to; any id will do
+        self.forward_passes = 0  # network calls (a batched call counts once)
+        self.configs: list[GenerationConfig] = []
+        self.generators: list[torch.Generator] = []
+        self.stops: list[tuple[str, ...]] = []
+        self.keys: list[tuple] = []
+        self._forbidden: dict[tuple, torch.Tensor] = {}
+        for name in self._ROWS:
+            setattr(self, name, None)
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    # -- rows in and out -----------------------------------------------------------------------------
+
+    def add(self, start: _Canvas, configs: list[GenerationConfig], generators: list[torch.Generator]) -> None:
+        """The rows of ``start`` join (as the last rows), each with its settings and random generator."""
+        n = start.ids.shape[0]
+        ids, attention, editable = start.ids, start.attention, start.editable
+        block = torch.cat([_block_ids(editable[b : b + 1], c.block_size) for b, c in enumerate(configs)])
+        n_blocks = torch.where(editable.any(1), block.max(1).values + 1, 1)
+        width_nb = int(n_blocks.max())
+        block_len = torch.zeros(n, width_nb + 1, dtype=torch.long)
+        block_len.scatter_add_(1, torch.where(editable, block, width_nb), editable.long())
+        # rows with the same steps and blocks share one split and one plan (all rows, for ``generate``)
+        split: dict[tuple[int, int, bool], list[int]] = {}
+        for b, c in enumerate(configs):
+            split.setdefault((c.steps, int(n_blocks[b]), c.remasking == "threshold"), []).append(b)
+        block_steps = torch.ones(n, width_nb, dtype=torch.long)
+        plans = [None] * n
+        for (steps, nb, threshold), members in split.items():
+            per_block = _steps_per_block(steps, nb, threshold)
+            block_steps[members, :nb] = per_block
+            plan = _plan(block_len[members, :nb], per_block, self.schedule)
+            for j, b in enumerate(members):
+                plans[b] = plan[j]
+        plan = torch.zeros(n, width_nb, max(int(p.shape[1]) for p in plans), dtype=torch.long)
+        for b, p in enumerate(plans):  # [n, n_blocks, steps]: zeros past a row's blocks and steps
+            plan[b, : p.shape[0], : p.shape[1]] = p
+        pos = torch.arange(ids.shape[1])
+        flag = lambda f: torch.tensor([bool(f(c)) for c in configs])  # noqa: E731
+        answer = torch.full((n,), start.answer)
+        stop_start = torch.where(editable, pos, ids.shape[1]).min(1).values
+        new = {
+            "canvas": ids,
+            "attention": attention,
+            "editable": editable,
+            "given": attention.bool() & ~editable,  # the condition; masked for the unconditional pass
+            "block": block,
+            "commit_step": torch.full_like(ids, -1),
+            "block_steps": block_steps,
+            "plan": plan,
+            "n_blocks": n_blocks,
+            # a row commits at least one token per pass and waits at most its block's steps per block,
+            # so it is done within this many steps; past it a broken commit rule would loop forever
+            "cap": editable.sum(1)
+            + torch.where(torch.arange(width_nb) < n_blocks[:, None], block_steps, 0).sum(1),
+            "cur": torch.zeros(n, dtype=torch.long),
+            "step_in_block": torch.zeros(n, dtype=torch.long),
+            "steps": torch.zeros(n, dtype=torch.long),
+            "passes": torch.zeros(n, dtype=torch.long),
+            "finished": torch.zeros(n, dtype=torch.bool),
+            "stopped": torch.zeros(n, dtype=torch.bool),
+            "answer": answer,
+            "stop_eos": answer & flag(lambda c: c.stop_at_eos and self.eos_id is not None),
+            "threshold": flag(lambda c: c.remasking == "threshold"),
+            "stochastic": flag(lambda c: c.stochastic_counts and c.remasking != "threshold"),
+            "guided": flag(lambda c: c.guidance_scale > 0),
+            "stop_start": stop_start,
+            "stop_end": torch.where(editable, pos, -1).max(1).values + 1,
+            "stop_seen": stop_start.clone(),
+        }
+        for name in self._ROWS:
+            t = new[name].to(self.device)
+            old = getattr(self, name)
+            if old is not None:
+                shape = tuple(max(a, b) for a, b in zip(old.shape[1:], t.shape[1:], strict=True))
+                fill = self.fill if name == "canvas" else self._FILL.get(name, 0)
+                t = torch.cat([_pad_to(old, shape, fill), _pad_to(t, shape, fill)])
+            setattr(self, name, t)
+        self.configs += configs
+        self.generators += generators
+        self.stops += [tuple(c.stop) if start.answer else () for c in configs]
+        self.keys += [_settings(c, start.answer) for c in configs]
+        self.cur = self._current_block()
+
+    def keep(self, rows: list[int]) -> None:
+        """Only ``rows`` (indices, in the order given) stay; the others leave."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        for name in self._ROWS:
+            setattr(self, name, getattr(self, name)[index])
+        width = int(self.attention.sum(1).max()) if rows else 0
+        for name in ("canvas", "attention", "editable", "given", "block", "commit_step"):
+            setattr(self, name, getattr(self, name)[:, :width])
+        for name in ("configs", "generators", "stops", "keys"):
+            setattr(self, name, [getattr(self, name)[i] for i in rows])
+
+    @property
+    def done(self) -> torch.Tensor:
+        """[B] rows that will take no more steps (finished, or nothing left to write)."""
+        return self.finished | ~((self.canvas == self.mask_id) & self.editable).any(1)
+
+    def _current_block(self) -> torch.Tensor:  # [B] lowest block that still has a mask (n_blocks: none)
+        masked = (self.canvas == self.mask_id) & self.editable
+        return torch.where(masked, self.block, self.n_blocks[:, None]).min(1).values
+
+    # -- one step ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self) -> StepResult | None:
+        """Steps 1-6 for every row that is not done; ``None`` when no row is left to decode."""
+        if not len(self):
+            return None
+        mask_id = self.mask_id
+        masked = (self.canvas == mask_id) & self.editable
+        active = ~self.finished & masked.any(1)
+        stuck = active & (self.steps >= self.cap)
+        any_active, any_stuck = torch.stack([active.any(), stuck.any()]).tolist()
+        if not any_active:
+            return None
+        if any_stuck:
+            b = int(stuck.nonzero()[0])
+            raise RuntimeError(
+                f"the sampler made no progress: {int(masked[b].sum())} positions still masked after "
+                f"{int(self.steps[b])} steps (at most {int(self.cap[b])} for {int(self.editable[b].sum())} "
+                f"editable positions in {int(self.n_blocks[b])} block(s)); each pass must commit at least "
+                "one token"
+            )
+        rows = torch.arange(len(self), device=self.device)
+        # 1. candidates: still-masked positions of each active row's current block
+        candidates = masked & (self.block == self.cur[:, None]) & active[:, None]
+        remaining = candidates.sum(1)
+        # 2. how many each row commits; the block's last scheduled step empties it
+        cur = torch.minimum(self.cur, self.n_blocks - 1)
+        cur_steps = self.block_steps[rows, cur]  # [B] steps of each row's current block
+        k = self.plan[rows, cur, self.step_in_block.clamp(max=self.plan.shape[2] - 1)]
+        k = torch.where(self.threshold, remaining, k)
+        stochastic = self.stochastic & active
+        if bool(stochastic.any()):  # a small call per row: its own generator
+            for b in stochastic.nonzero().flatten().tolist():
+                one = slice(b, b + 1)
+                k[one] = stochastic_counts(
+                    remaining[one],
+                    self.step_in_block[one],
+                    cur_steps[one].double(),
+                    self.schedule,
+                    self.generators[b],
+                )
+        k = torch.where(self.step_in_block >= cur_steps - 1, remaining, torch.minimum(k, remaining))
+        need = active & (k > 0)
+        sub = need.nonzero().flatten()
+        commit = torch.zeros_like(candidates)
+        if len(sub):
+            commit = self._forward_and_commit(sub, candidates, k)
+            self.passes += need.long()
+        # 6. stop: end token with nothing masked before it, or a stop string in the filled answer
+        ended = torch.zeros_like(self.finished)
+        if self.eos_id is not None:
+            ended |= self.stop_eos & _ended_by_eos(self.canvas, self.editable, mask_id, self.eos_id)
+        if any(self.stops):
+            ended |= self._stop_strings(active)
+        newly = ended & ~self.finished
+        if self.end_fill is not None:
+            tail = newly[:, None] & self.editable & (self.canvas == mask_id)
+            self.canvas = torch.where(tail, self.end_fill, self.canvas)
+            self.commit_step = torch.where(tail, self.steps[:, None], self.commit_step)
+            commit |= tail
+        self.finished |= newly
+        self.stopped |= newly
+        # advance: a row whose block emptied starts the next one at its first step
+        nxt = self._current_block()
+        self.step_in_block = torch.where(nxt != self.cur, 0, self.step_in_block + active.long())
+        self.cur = nxt
+        self.steps += active.long()
+        return StepResult(committed=commit, took_step=active)
+
+    def _forward_and_commit(
+        self, sub: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor
+    ) -> torch.Tensor:
+        """Steps 3-5 for the rows ``sub`` that commit something; returns the commit mask [B, L]."""
+        mask_id = self.mask_id
+        # 3. one forward pass over the rows that commit something, cut to their longest row
+        w = int(self.attention[sub].sum(1).max())
+        ids, att, cand = self.canvas[sub, :w], self.attention[sub, :w], candidates[sub, :w]
+        r, c = cand.nonzero(as_tuple=True)
+        guided = self.guided[sub]
+        uncond_at, uidx = None, None
+        if bool(guided.any()):  # the unconditional copies: the condition masked, padding stays padding
+            g = guided.nonzero().flatten()
+            uncond = torch.where(self.given[sub[g], :w], mask_id, ids[g])
+            ids, att = torch.cat([ids, uncond]), torch.cat([att, att[g]])
+            slot = torch.full_like(sub, -1)
+            slot[g] = torch.arange(len(g), device=self.device) + len(sub)
+            in_g = guided[r]
+            uncond_at = (slot[r[in_g]], c[in_g])
+            uidx = in_g.long().cumsum(0) - 1  # candidate -> its row in the unconditional head
+        head, uncond_head = forward_candidates(self.parts, ids, att, (r, c), uncond_at)
+        self.forward_passes += 1
+        vocab = head.shape[-1]
+        seen_all = None
+        # 4-5. proposals and commits, one call per group of rows with equal settings
+        groups: dict[tuple, list[int]] = {}
+        for j, b in enumerate(sub.tolist()):
+            groups.setdefault(self.keys[b], []).append(j)
+        commit = torch.zeros_like(candidates)
+        proposed = torch.full_like(self.canvas, mask_id)
+        for key, members in groups.items():
+            cfg = self.configs[int(sub[members[0]])]
+            if len(groups) == 1:
+                sel, in_rows = None, sub
+            else:
+                local = torch.zeros(len(sub), dtype=torch.bool, device=self.device)
+                local[members] = True
+                sel, in_rows = local[r].nonzero().flatten(), sub[local]
+            u = None
+            if uncond_head is not None and cfg.guidance_scale > 0:
+                u = uncond_head[_at(uidx, sel)]
+            seen = None
+            if cfg.repetition_penalty != 1.0:
+                # ids in each row's canvas; padding and holes point at the mask, forbidden anyway
+                if seen_all is None:
+                    seen_all = torch.where(att[: len(sub)].bool(), self.canvas[sub, :w], mask_id)
+                seen = _at(seen_all[r], sel)
+            if (key, vocab) not in self._forbidden:
+                tok = self.tokenizer
+                # Infilling writes text inside text: end, begin and padding tokens have no place in a hole.
+                extra = [] if key[-1] else [tok.eos_token_id, tok.bos_token_id, tok.pad_token_id]
+                self._forbidden[key, vocab] = _forbidden(vocab, cfg, mask_id, extra, self.device)
+            prepared = functools.partial(
+                _proposal_logits, _at(head, sel), u, seen, self._forbidden[key, vocab], cfg
+            )
+            row_mask = torch.zeros(len(self), dtype=torch.bool, device=self.device)
+            row_mask[in_rows] = True
+            chosen = candidates & row_mask[:, None]
+            threshold = cfg.remasking == "threshold"
+            if threshold:
+                pick = functools.partial(above_threshold, candidates=chosen, tau=cfg.threshold)
+            else:
+                pick = functools.partial(top_k_per_row, candidates=chosen, k=k)
+            score_fn = SCORERS["low_confidence" if threshold else cfg.remasking]
+            rows, cols = sub[_at(r, sel)], _at(c, sel)
+            got, tokens = _choose(
+                prepared,
+                len(rows),
+                vocab,
+                rows,
+                cols,
+                tuple(self.canvas.shape),
+                pick,
+                score_fn,
+                cfg,
+                self.generators,
+            )
+            proposed[rows, cols] = tokens
+            commit |= got
+        self.canvas = torch.where(commit, proposed, self.canvas)
+        self.commit_step = torch.where(commit, self.steps[:, None], self.commit_step)
+        return commit
+
+    def _stop_strings(self, active: torch.Tensor) -> torch.Tensor:
+        """[B] rows whose *filled prefix* (answer up to the first mask) contains one of their stop strings.
+        Only rows with stop strings whose prefix grew are decoded."""
+        width = self.canvas.shape[1]
+        pos = torch.arange(width, device=self.device)
+        holes = (self.canvas == self.mask_id) & self.editable
+        prefix_end = torch.minimum(torch.where(holes, pos, width).min(1).values, self.stop_end)
+        has = torch.tensor([bool(s) for s in self.stops], device=self.device)
+        hit = torch.zeros_like(active)
+        check = (active & has & (prefix_end > self.stop_seen)).nonzero().flatten().tolist()
+        if check:
+            start, end = self.stop_start.tolist(), prefix_end.tolist()
+            canvas = self.canvas[check].cpu()
+            for j, b in enumerate(check):
+                text = self.tokenizer.decode(canvas[j, start[b] : end[b]].tolist(), skip_special_tokens=True)
+                hit[b] = any(s in text for s in self.stops[b])
+        self.stop_seen = torch.maximum(self.stop_seen, prefix_end)
+        return hit
+
+
 @torch.no_grad()
 def _run(
     model: torch.nn.Module,
@@ -334,153 +735,38 @@ def _run(
     schedule: Schedule,
     mask_id: int,
 ) -> Iterator[StepEvent]:
-    parts = MaskedLMParts(model)
-    device = _device(model)
-    generator = torch.Generator(device=device)
-    if cfg.seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(cfg.seed)
-    eos_id = tokenizer.eos_token_id
-    canvas, attention = start.ids.to(device), start.attention.to(device)
-    editable = start.editable.to(device)
-    given = attention.bool() & ~editable  # the condition; masked for the unconditional (CFG) pass
-    batch, width = canvas.shape
-    block = _block_ids(editable, cfg.block_size)
-    n_blocks = int(block.max()) + 1 if editable.any() else 1
-    block_steps = _steps_per_block(cfg.steps, n_blocks, cfg.remasking == "threshold").to(device)
-    max_steps = int(block_steps.max())
-    block_len = torch.zeros(batch, n_blocks + 1, dtype=torch.long, device=device)
-    block_len.scatter_add_(1, torch.where(editable, block, n_blocks), editable.long())
-    plan = _plan(block_len[:, :n_blocks].cpu(), block_steps.cpu(), schedule).to(device)
-    threshold = cfg.remasking == "threshold"
-    score_fn = SCORERS["low_confidence" if threshold else cfg.remasking]
-    # Infilling writes text inside text: end, begin and padding tokens have no place in a hole.
-    extra = [] if start.answer else [eos_id, tokenizer.bos_token_id, tokenizer.pad_token_id]
-    forbidden: torch.Tensor | None = None  # [V], built at the first pass when V is known
-    stops = (
-        _StopStrings(tokenizer, tuple(cfg.stop), start.editable, mask_id)
-        if start.answer and cfg.stop
-        else None
-    )
-    end_fill = eos_id if eos_id is not None else tokenizer.pad_token_id
-    rows_all = torch.arange(batch, device=device)
-
-    commit_step = torch.full((batch, width), -1, dtype=torch.long, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    row_passes = torch.zeros(batch, dtype=torch.long, device=device)
-    step_in_block = torch.zeros(batch, dtype=torch.long, device=device)
-
-    def current_block() -> torch.Tensor:  # [B] lowest block that still has a mask (n_blocks: none)
-        return torch.where((canvas == mask_id) & editable, block, n_blocks).min(1).values
-
-    cur = current_block()
-    passes = step = 0
-    # A row commits at least one token per pass and waits at most its block's steps per block, so it
-    # is done within this many steps; past it a broken commit rule would loop forever: fail instead.
-    step_cap = int(editable.sum(1).max()) + int(block_steps.sum())
-    while True:
-        masked = (canvas == mask_id) & editable
-        active = ~finished & masked.any(1)
-        if not active.any():
-            break
-        if step >= step_cap:
-            raise RuntimeError(
-                f"the sampler made no progress: {int(masked[active].sum())} positions still masked after "
-                f"{step} steps (at most {step_cap} for {int(editable.sum(1).max())} editable positions in "
-                f"{n_blocks} block(s) of {int(block_steps.sum())} steps in all); each pass must commit at "
-                "least one token"
-            )
-        # 1. candidates: still-masked positions of each active row's current block
-        candidates = masked & (block == cur[:, None]) & active[:, None]
-        remaining = candidates.sum(1)
-        # 2. how many each row commits; the block's last scheduled step empties it
-        cur_steps = block_steps[cur.clamp(max=n_blocks - 1)]  # [B] steps of each row's current block
-        if threshold:
-            k = remaining
-        elif cfg.stochastic_counts:
-            k = stochastic_counts(remaining, step_in_block, cur_steps.double(), schedule, generator)
-        else:
-            k = plan[rows_all, cur.clamp(max=n_blocks - 1), step_in_block.clamp(max=max_steps - 1)]
-        k = torch.where(step_in_block >= cur_steps - 1, remaining, torch.minimum(k, remaining))
-        need = active & (k > 0)
-        commit = torch.zeros_like(candidates)
-        if need.any():
-            # 3. one forward pass over the rows that commit something, cut to their longest row
-            sub = need.nonzero().flatten()
-            w = int(attention[sub].sum(1).max())
-            ids, att, cand = canvas[sub, :w], attention[sub, :w], candidates[sub, :w]
-            guided = cfg.guidance_scale > 0
-            if guided:
-                uncond = torch.where(given[sub, :w], torch.full_like(ids, mask_id), ids)
-                ids, att = torch.cat([ids, uncond]), torch.cat([att, att])
-            # no padding in these rows (always so for one prompt): no mask to build, a faster attention
-            hidden = parts.encode(ids, None if bool(att.all()) else att)
-            r, c = cand.nonzero(as_tuple=True)
-            head = parts.head(hidden[r, c])  # [N, V]: head only where a token is proposed
-            uncond_head = parts.head(hidden[r + len(sub), c]) if guided else None
-            passes += 1
-            row_passes += need.long()
-            # 4. proposals, in float64 a chunk of candidates at a time (see ``_proposal_logits``)
-            if forbidden is None:
-                forbidden = _forbidden(head.shape[-1], cfg, mask_id, extra, device)
-            seen = None
-            if cfg.repetition_penalty != 1.0:
-                # ids in each row's canvas; padding and holes point at the mask, forbidden anyway
-                seen = torch.where(att[: len(sub)].bool(), canvas[sub, :w], mask_id)[r]
-            prepared = functools.partial(_proposal_logits, head, uncond_head, seen, forbidden, cfg)
-            # 5. choose the commits by the rule; draw proposals only where they can be committed
-            chosen = candidates & need[:, None]
-            if threshold:
-                pick = functools.partial(above_threshold, candidates=chosen, tau=cfg.threshold)
-            else:
-                pick = functools.partial(top_k_per_row, candidates=chosen, k=k)
-            rows = sub[r]
-            n, vocab = head.shape
-            commit, tokens = _choose(
-                prepared, n, vocab, rows, c, (batch, width), pick, score_fn, cfg, generator
-            )
-            proposed = torch.full_like(canvas, mask_id)
-            proposed[rows, c] = tokens
-            canvas = torch.where(commit, proposed, canvas)
-            commit_step[commit] = step
-        # 6. stop: end token with nothing masked before it, or a stop string in the filled answer
-        if start.answer:
-            ended = torch.zeros_like(finished)
-            if cfg.stop_at_eos and eos_id is not None:
-                ended |= _ended_by_eos(canvas, editable, mask_id, eos_id)
-            if stops is not None:
-                ended |= stops(canvas, active.cpu()).to(device)
-            newly = ended & ~finished
-            if newly.any() and end_fill is not None:
-                tail = newly[:, None] & editable & (canvas == mask_id)
-                canvas = torch.where(tail, torch.full_like(canvas, end_fill), canvas)
-                commit_step[tail] = step
-                commit |= tail
-            finished |= newly
-        # advance: a row whose block emptied starts the next one at its first step
-        nxt = current_block()
-        step_in_block = torch.where(nxt != cur, 0, step_in_block + active.long())
-        cur = nxt
+    state = DecodeState(model, tokenizer, schedule, mask_id)
+    batch = start.ids.shape[0]
+    seeds = [None if cfg.seed is None else row_seed(cfg.seed, b) for b in range(batch)]
+    state.add(start, [cfg] * batch, [make_generator(s, state.device) for s in seeds])
+    step = 0
+    while (result := state.step()) is not None:
         step += 1
-        if commit.any():
+        if bool(result.committed.any()):
             yield StepEvent(
                 step=step,
-                forward_passes=passes,
-                canvas=canvas.cpu().clone(),
-                committed=commit.cpu(),
-                finished=(finished | ~((canvas == mask_id) & editable).any(1)).cpu(),
+                forward_passes=state.forward_passes,
+                canvas=state.canvas.cpu().clone(),
+                committed=result.committed.cpu(),
+                finished=state.done.cpu(),
                 editable=start.editable,
                 view_start=start.view_start,
                 mask_id=mask_id,
             )
-
     output = _finish(
-        tokenizer, start, cfg, canvas.cpu(), commit_step.cpu(), passes, row_passes, step, mask_id
+        tokenizer,
+        start,
+        cfg,
+        state.canvas.cpu(),
+        state.commit_step.cpu(),
+        state.forward_passes,
+        state.passes,
+        step,
+        mask_id,
     )
     yield StepEvent(
         step=step,
-        forward_passes=passes,
+        forward_passes=state.forward_passes,
         canvas=output.canvas,
         committed=torch.zeros_like(output.canvas, dtype=torch.bool),
         finished=torch.ones(batch, dtype=torch.bool),
