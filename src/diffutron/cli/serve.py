@@ -12,9 +12,10 @@ import os
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - fail early, with the hint below, when the extra is missing
 
         from ..serving import create_app
+        from ..serving.app import run_server
         from ..serving.openai_schema import Limits
     except ImportError as exc:
         raise RuntimeError(f'serving needs the serve extra: pip install "diffutron[serve]" ({exc})') from None
@@ -43,13 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
         + (" with an API key" if api_key else ""),
         flush=True,
     )
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=args.drain_seconds,
-    )
+    run_server(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
@@ -85,7 +80,7 @@ def add_parsers(sub) -> None:
         "--drain-seconds",
         type=float,
         default=10.0,
-        help="on SIGTERM, let in-flight requests finish for this long (default 10)",
+        help="on SIGTERM, let in-flight requests finish for this long, then fail them cleanly (default 10)",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)

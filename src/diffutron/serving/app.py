@@ -1,7 +1,7 @@
 """The HTTP server: OpenAI-compatible routes, diffusion routes, health, metrics and the page (FastAPI).
 
     app = create_app(model, tokenizer, schedule=schedule, mask_id=mask_id, model_name="my-model")
-    uvicorn.run(app, host="127.0.0.1", port=8000)        # or: diffutron serve MODEL
+    run_server(app, host="127.0.0.1", port=8000)         # or: diffutron serve MODEL
 
 Routes: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``, ``POST /v1/infill``,
 ``GET /health``, ``GET /metrics``, and the page at ``/`` (``static/``). Handlers parse and validate the
@@ -9,6 +9,12 @@ body, enqueue a job on the scheduler and await its events; they never touch the 
 an OpenAI-style object ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status for bad
 input (a 5xx only for a fault of the server itself). With an API key every route but ``/health`` and the
 page's static files needs ``Authorization: Bearer KEY`` (compared in constant time).
+
+Shutdown (SIGTERM, Ctrl-C): ``run_server`` stops accepting connections and starts the scheduler's drain
+at once; requests in flight may finish within ``drain_seconds``, after which the scheduler fails them
+cleanly (a stream ends with an error chunk and ``[DONE]``, a plain request gets a 503); then the app
+shuts down and the process exits (uvicorn re-raises the signal). uvicorn's own cut-off, which would
+cancel a response mid-body, is set later than the drain and is only a backstop.
 """
 
 from __future__ import annotations
@@ -146,6 +152,7 @@ def create_app(
 
     app = FastAPI(title="diffutron", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.scheduler, app.state.metrics, app.state.limits = scheduler, metrics, limits
+    app.state.drain_seconds = drain_seconds
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
@@ -323,6 +330,25 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     return app
+
+
+def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Serve ``app`` with uvicorn until SIGTERM / Ctrl-C, draining in-flight requests first (see above)."""
+    import uvicorn
+
+    drain = app.state.drain_seconds
+
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            # uvicorn waits for open responses before the app's shutdown: start the drain now, or a
+            # long request would run into uvicorn's cut-off and be cancelled mid-stream
+            app.state.scheduler.close(drain)
+            await super().shutdown(sockets=sockets)
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain + 10
+    )
+    DrainingServer(config).run()
 
 
 def _no_constant(name: str):

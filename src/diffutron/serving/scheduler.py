@@ -5,7 +5,8 @@
     job = sched.submit(Job(prompts=[...], configs=[...], want="text"))   # QueueFull when the queue is full
     async for kind, index, data in job.events(): ...                      # "admitted", "step", "done", ...
     sched.cancel(job)                                                      # its rows leave at the next step
-    sched.stop(drain=10.0)                                                 # finish in-flight work, fail the rest
+    sched.close(drain=10.0)                                                # on SIGTERM: refuse new work, drain
+    sched.stop(drain=10.0)                                                 # ... and wait for the thread to end
 
 Continuous batching: between two steps the thread admits waiting requests (first come, first served)
 while the batch has room for all their rows, takes out the rows of cancelled requests, and after the
@@ -126,12 +127,19 @@ class Scheduler:
             job.cancelled = True
             self._cv.notify()
 
-    def stop(self, drain: float = 0.0) -> None:
-        """Refuse new requests; let in-flight ones run up to ``drain`` seconds; fail the rest; join."""
+    def close(self, drain: float = 0.0) -> None:
+        """Refuse new requests; in-flight ones may run ``drain`` more seconds, then fail cleanly (their
+        streams end with an error chunk, the others get a 503). Returns at once; a second call keeps
+        the first deadline (the server calls this when SIGTERM arrives, the app's shutdown again)."""
         with self._cv:
-            self._closing = True
-            self._drain_until = time.monotonic() + drain
+            if not self._closing:
+                self._closing = True
+                self._drain_until = time.monotonic() + drain
             self._cv.notify()
+
+    def stop(self, drain: float = 0.0) -> None:
+        """``close(drain)``, then wait for the model thread to end."""
+        self.close(drain)
         if self._thread is not None:
             self._thread.join(timeout=drain + 30)
 
