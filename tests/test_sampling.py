@@ -1,11 +1,13 @@
 """The sampling engine on a real (randomly initialised) micro ModernBERT: blocks, batching, the sparse
 head, streaming, presets, the text helpers."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from diffutron.diffusion import get_schedule
-from diffutron.sampling import GenerationConfig, generate, infill, stream
+from diffutron.sampling import GenerationConfig, generate, infill, render_partial, stream
 from diffutron.sampling.commit import reveal_counts
 from diffutron.sampling.proposals import apply_repetition_penalty, tokens_present
 
@@ -216,3 +218,48 @@ def test_penalty_on_canvas_ids_equals_the_penalty_on_the_presence_mask():
     keep[mask_id] = False  # the mask's logit is forbidden afterwards: whatever happens to it is moot
     assert torch.equal(sparse[:, keep], dense[:, keep])
     assert not torch.equal(sparse, logits)
+
+
+def test_each_row_of_a_seeded_batch_samples_as_alone_with_its_row_seed(micro_model, tokenizer):
+    """Every row draws from its own generator: row b of a batch under seed s is that prompt alone under
+    ``row_seed(s, b)`` (row 0: s itself), and a prompt repeated in a batch gives different samples."""
+    from diffutron.sampling.engine import row_seed
+
+    model = micro_model.eval()
+    cfg = GenerationConfig(
+        max_new_tokens=8, steps=4, block_size=4, temperature=2.0, stochastic_counts=True, seed=11
+    )
+    prompts = ["Merhaba", "Üniversiteyi bitirdikten sonra", "Merhaba"]
+    together = generate(model, tokenizer, prompts, cfg)
+    for b, p in enumerate(prompts):
+        alone = generate(model, tokenizer, [p], dataclasses.replace(cfg, seed=row_seed(11, b)))
+        assert alone.token_ids[0] == together.token_ids[b]
+        assert torch.equal(alone.commit_step[0], together.commit_step[b, : alone.commit_step.shape[1]])
+    assert together.token_ids[0] != together.token_ids[2]  # same prompt, own stream
+    assert row_seed(11, 0) == 11 and len({row_seed(11, b) for b in range(100)}) == 100
+
+
+def test_partial_views_never_show_half_a_character(tokenizer):
+    """A byte-level BPE without merges splits "ş" (and every non-ASCII letter) into two byte tokens.
+    While one of them is still masked, the committed one is shown as pending, never as U+FFFD."""
+    from diffutron.sampling.prompts import view_runs
+    from diffutron.text.tokenizer import train_tokenizer
+
+    text = "Işık şehirde yaşıyor, öğrenciler İzmir'e gidiyor."
+    bytes_only = train_tokenizer([text], vocab_size=261, show_progress=False)
+    ids = bytes_only(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text.encode())  # one token per byte: every Turkish letter is split
+    mask = bytes_only.mask_token_id
+    assert bytes_only.decode(ids[1:2]) == "\ufffd"  # the first byte of "ş" in "Işık" alone
+    s_at = len("Işık ".encode())  # "ş" of "şehirde": bytes s_at, s_at + 1
+    for hole in ([s_at + 1], [s_at], list(range(s_at - 3, s_at + 1)), list(range(s_at + 1, s_at + 6))):
+        canvas = [mask if i in hole else t for i, t in enumerate(ids)]
+        shown = render_partial(bytes_only, canvas, mask, "_")
+        runs = view_runs(bytes_only, canvas, mask)
+        assert "\ufffd" not in shown
+        pending = sum(r for r in runs if isinstance(r, int))
+        assert pending == shown.count("_") and len(hole) <= pending <= len(hole) + 2
+    one = [mask if i == s_at + 1 else t for i, t in enumerate(ids)]  # ş: first byte in, second masked
+    assert render_partial(bytes_only, one, mask, "_") == text.replace("ş", "__", 2).replace("__", "ş", 1)
+    full = view_runs(bytes_only, ids, mask)
+    assert full == [text]  # nothing held back once the text is whole

@@ -118,3 +118,43 @@ def test_bad_input_is_a_value_error_and_leaves_the_batch_untouched(serve_model, 
     with pytest.raises(ValueError, match="steps"):
         batch.add("Ankara", dataclasses.replace(CONFIGS["greedy"], steps=0))
     assert batch.rows == []
+
+
+def test_rows_with_mixed_settings_added_together_share_every_pass_and_get_their_alone_output(
+    serve_model, tokenizer
+):
+    """One vectorised step for rows of every setting at once (grouped by settings for the proposals):
+    each row's output, commit steps and passes are what it gets alone, and each step is one pass."""
+    names = sorted(CONFIGS)
+    jobs = [(PROMPTS[i % len(PROMPTS)], CONFIGS[n], {}) for i, n in enumerate(names)]
+    text = "Ankara Türkiye'nin <mask:3> şehridir ve <mask> yer alır."
+    jobs += [(text, CONFIGS["sampled"], {"infill": True}), (text, CONFIGS["greedy"], {"infill": True})]
+    alone = [run_alone(serve_model, tokenizer, p, c, **kw)[0] for p, c, kw in jobs]
+    batch = DecodeBatch(serve_model, tokenizer)
+    rows = [batch.add(p, c, **kw) for p, c, kw in jobs]
+    steps = 0
+    while not all(r.done for r in rows):
+        batch.step()
+        steps += 1
+    assert batch.forward_passes == steps == max(a.steps for a in alone)
+    for name, a, r in zip(names + ["infill sampled", "infill greedy"], alone, rows, strict=True):
+        assert r.output.texts == a.output.texts and r.output.fills == a.output.fills, name
+        assert torch.equal(r.output.commit_step, a.output.commit_step), name
+        assert (r.passes, r.steps, r.stopped) == (a.passes, a.steps, a.stopped), name
+
+
+def test_a_row_leaving_mid_step_sequence_frees_its_place(serve_model, tokenizer):
+    batch = DecodeBatch(serve_model, tokenizer)
+    long_row = batch.add(PROMPTS[2], CONFIGS["greedy"])
+    short = batch.add(PROMPTS[0], CONFIGS["sampled"])
+    batch.step()
+    batch.remove(long_row)
+    assert batch.rows == [short] and len(batch.state) == 1
+    assert batch.state.canvas.shape[1] == short.length  # the canvas shrank to the rows left
+    while not short.done:
+        batch.step()
+    assert (
+        short.output.texts
+        == run_alone(serve_model, tokenizer, PROMPTS[0], CONFIGS["sampled"])[0].output.texts
+    )
+    assert not long_row.done and long_row.canvas.shape == (long_row.length,)  # its last state stays readable
