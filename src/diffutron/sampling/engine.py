@@ -7,11 +7,15 @@
     for event in stream(model, tokenizer, prompts, cfg):   # one event per step that changed the canvas
         print(event.partial_texts(tokenizer))
 
-One loop serves generation and infilling. Its input is a canvas [B, L] and the positions it may write
-(``editable``): the answer after the prompt (generation) or the holes of a text (infilling). Rows are
-right-padded and padding is excluded by the attention mask, so a batch of prompts of different
-lengths gives what each prompt gives alone. Editable positions are cut, in order, into
-semi-autoregressive blocks of ``block_size``; each row decodes the lowest block that still has masks,
+One loop serves generation, infilling and the server: ``DecodeState``, a batch of rows that runs one
+step at a time and that rows may join and leave between steps (``_run`` adds all rows of a call at
+once; the server's ``batch.DecodeBatch`` adds and removes them as requests come and go). Its input is
+a canvas [B, L] and the positions it may write (``editable``): the answer after the prompt
+(generation) or the holes of a text (infilling). Rows are right-padded and padding is excluded by
+the attention mask, so a batch of prompts of different lengths gives what each prompt gives alone.
+Each row has its own settings and its own random generator (row b of a ``generate`` call under seed s
+uses ``row_seed(s, b)``; row 0 uses s). Editable positions are cut, in order, into semi-autoregressive
+blocks of ``block_size``; each row decodes the lowest block that still has masks,
 in ``steps / n_blocks`` steps (a remainder goes to the first blocks, so ``steps`` is the total; fewer
 steps than blocks gives each block one, with a warning; ``output.steps`` says what was taken), or, with
 ``threshold``, as many as the text needs. A step:
@@ -22,7 +26,8 @@ steps than blocks gives each block one, with a warning; ``output.steps`` says wh
      previous prediction when nothing changed", exact because the model has no time input: the
      prediction for an unchanged canvas is the one it already had, so the call is simply not made;
   3. one forward pass over the rows that commit something (and, with guidance, the same rows with
-     the prompt masked); the output head runs only at candidate positions;
+     the prompt masked); the output head runs only at candidate positions (``forward_candidates``:
+     the only place the network is called);
   4. proposals: penalty, suppression, top-k/top-p, greedy or Gumbel-max (``proposals.py``), in
      float64 but ``MAX_PROPOSAL_ELEMENTS`` at a time: a long answer in one block over a 256k
      vocabulary would otherwise hold several float64 [N, V] copies (1 GB each at N = 512);
@@ -31,6 +36,11 @@ steps than blocks gives each block one, with a warning; ``output.steps`` says wh
      over the vocabulary at every masked position); committed tokens are never re-masked;
   6. stop: a row whose end token is committed with nothing masked before it, or whose filled answer
      contains a stop string, is finished: its remaining masks become end tokens, it takes no more passes.
+
+Steps 1, 2 and 6 are tensor operations over all rows; 4-5 are one call per group of rows with the same
+sampling settings (one group unless the server mixes settings). The random draws of steps 2, 4 and 5
+(stochastic counts, Gumbel noise, the ``random`` scorer) are made row by row, each from its row's
+generator and at the sizes the row uses alone, so a row's draws never depend on its neighbours.
 """
 
 from __future__ import annotations
