@@ -7,6 +7,7 @@
 |----------------|------------------------------------------------------------------------------|
 | likelihood.py  | stratified MC ELBO of (context, continuation), exact token alignment, batching |
 | perplexity.py  | ELBO perplexity of text with bits per byte / character                       |
+| sequential.py  | exact chain-rule NLL: an MDLM unmasked in order; an autoregressive model     |
 | tasks.py       | the task registry (prompt, choices, metrics, split, data location) as data  |
 | sources.py     | hub datasets, original release files in ``--data-dir``, packages; bad rows reported |
 | metrics.py     | acc, acc_norm, F1, macro-F1, SQuAD exact / F1, ROUGE, standard errors        |

@@ -34,6 +34,12 @@ from .likelihood import special_affixes
 DEFAULT_MAX_LENGTH = 512  # when neither the checkpoint nor the model config says
 
 
+def bits_per_unit(total_nats: float, units: int) -> float:
+    """A text's total negative log-likelihood (nats) in bits per byte or per character: a number
+    that, unlike per-token perplexity, compares models with different tokenizers."""
+    return total_nats / math.log(2) / max(1, units)
+
+
 @dataclass
 class TextPerplexity:
     nelbo_per_token: float
@@ -52,15 +58,15 @@ class TextPerplexity:
 
     @property
     def bits_per_byte(self) -> float:
-        return self.nelbo_per_token * self.tokens / math.log(2) / max(1, self.bytes)
+        return bits_per_unit(self.nelbo_per_token * self.tokens, self.bytes)
 
     @property
     def bits_per_char(self) -> float:
-        return self.nelbo_per_token * self.tokens / math.log(2) / max(1, self.characters)
+        return bits_per_unit(self.nelbo_per_token * self.tokens, self.characters)
 
     @property
     def stderr_bits_per_byte(self) -> float:
-        return self.stderr_nelbo * self.tokens / math.log(2) / max(1, self.bytes)
+        return bits_per_unit(self.stderr_nelbo * self.tokens, self.bytes)
 
     def to_dict(self) -> dict:
         return {
@@ -73,13 +79,20 @@ class TextPerplexity:
 
 
 def text_windows(
-    tokenizer, texts: Iterable[str], max_length: int, progress: bool = False
+    tokenizer, texts: Iterable[str], max_length: int, progress: bool = False, context: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, int]]:
     """(ids [N, T], maskable [N, T], attention [N, T], counts) for the windows of ``texts``: each
-    document framed ``<bos> text <eos>`` and cut every ``max_length`` tokens; only text is maskable."""
+    document framed ``<bos> text <eos>`` and cut every ``max_length`` tokens; only text is maskable.
+
+    ``context`` > 0: a window inside a document starts with the last ``context`` tokens of the window
+    before it, visible but not maskable, so every window begins with something to condition on (the
+    first one with ``<bos>``) and every text token is still scored exactly once. An autoregressive
+    model can then score the same tokens as a masked one: it cannot predict a window's first token."""
     prefix, suffix = special_affixes(tokenizer)
     if max_length < 1:
         raise ValueError(f"max_length must be positive, got {max_length}")
+    if not 0 <= context < max_length:
+        raise ValueError(f"context must be in [0, max_length), got {context}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     windows: list[tuple[list[int], int, int]] = []  # (ids, first text position, end of text)
     counts = {"documents": 0, "bytes": 0, "characters": 0}
@@ -92,9 +105,12 @@ def text_windows(
         counts["characters"] += len(doc)
         ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
         framed, first, end = [*prefix, *ids, *suffix], len(prefix), len(prefix) + len(ids)
-        for i in range(0, len(framed), max_length):
-            if min(end, i + max_length) > max(first, i):  # a window of special tokens only scores nothing
-                windows.append((framed[i : i + max_length], max(first - i, 0), min(end - i, max_length)))
+        for k, i in enumerate(range(0, len(framed), max_length - context)):
+            start = i + context if k else i  # the first `context` tokens were scored by the window before
+            if start >= len(framed):
+                break
+            if min(end, i + max_length) > max(first, start):  # special tokens only: nothing to score
+                windows.append((framed[i : i + max_length], max(first, start) - i, min(end - i, max_length)))
     if not windows:
         raise ValueError("no text to score")
     windows.sort(key=lambda w: len(w[0]), reverse=True)  # less padding per batch
