@@ -42,7 +42,7 @@ from diffutron.training.prepare import build_model, prepare_data, prepare_tokeni
 T_EPS = 1e-3
 
 
-def run_config(args, steps: int, compile_mode: str) -> RunConfig:
+def run_config(args, steps: int, compile_mode: bool | str) -> RunConfig:
     return RunConfig(
         model=ModelConfig(preset=args.preset),
         tokenizer=TokenizerConfig(vocab_size=args.vocab),
@@ -163,6 +163,7 @@ def main() -> None:
     ap.add_argument("--compile", default="auto", help="training.compile for our loop: auto | true | false")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     args = ap.parse_args()
+    args.compile = {"true": True, "false": False}.get(args.compile.lower(), args.compile)
     torch.set_num_threads(args.threads)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     work = Path(args.work or tempfile.mkdtemp(prefix="train-loop-"))
@@ -172,7 +173,7 @@ def main() -> None:
     warm = work / "warm"
     if warm.exists():
         shutil.rmtree(warm)
-    _, summary = train(run_config(args, 3, args.compile), warm, progress=False)
+    summary = train(run_config(args, 3, args.compile), warm, progress=False).summary
     cfg = run_config(args, args.steps, args.compile)
     tokenizer = prepare_tokenizer(cfg.tokenizer, cfg.model, cfg.data, warm, args.length)
     data = prepare_data(cfg, tokenizer, warm / "data", 0)
@@ -188,7 +189,9 @@ def main() -> None:
     peak = matmul_peak()
     model_cfg = build_model(cfg.model, tokenizer).config
     # the expected share of masked positions: t ~ U(eps, 1) with the linear schedule masks t of a row
-    flops = useful_flops_per_step(model_cfg, args.batch, args.length, args.batch * args.length * (1 + T_EPS) / 2)
+    flops = useful_flops_per_step(
+        model_cfg, args.batch, args.length, args.batch * args.length * (1 + T_EPS) / 2
+    )
     params = sum(p.numel() for p in build_model(cfg.model, tokenizer).parameters())
     print(
         f"\npreset={args.preset} params={params / 1e6:.1f}M vocab={model_cfg.vocab_size} "
