@@ -86,6 +86,7 @@ def test_compiled_encoder_gives_the_eager_loss_and_gradients_and_keeps_parameter
 def test_compile_setting_is_checked_and_auto_is_off_on_cpu():
     assert _should_compile("auto", torch.device("cpu")) is False
     assert _should_compile("auto", torch.device("cuda")) is True
+    assert _should_compile("auto", torch.device("cuda"), processes=2) is False  # DDP/FSDP: only when asked
     assert _should_compile(True, torch.device("cpu")) is True
     assert _should_compile(False, torch.device("cuda")) is False
     with pytest.raises(ValueError, match="training.compile"):

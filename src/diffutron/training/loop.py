@@ -100,13 +100,14 @@ def _optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), foreach=True)
 
 
-def _should_compile(setting: bool | str, device: torch.device) -> bool:
+def _should_compile(setting: bool | str, device: torch.device, processes: int = 1) -> bool:
     """``training.compile``: true, false, or auto. Auto is off on CPU: in this project's measurements
     (docs/benchmarks.md, Training) inductor's fused kernels win a few per cent per step on CPU, which
-    its compile time (about a minute on 2 cores) does not pay back in runs of minutes; on CUDA
-    the fusion saves far more memory traffic and runs are long, so auto compiles there."""
+    its compile time (minutes cold on 2 cores) does not pay back in runs of minutes. On one CUDA
+    device the fusion saves far more memory traffic and runs are long, so auto compiles there; not
+    under DDP/FSDP/DeepSpeed, where compiling a wrapped encoder is untested here (set true to try)."""
     if setting == "auto":
-        return device.type == "cuda"
+        return device.type == "cuda" and processes == 1
     if isinstance(setting, bool):
         return setting
     raise ValueError(f"training.compile must be true, false or auto, got {setting!r}")
@@ -293,7 +294,7 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
         enable_activation_checkpointing(model)
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora)
-    compiled = _should_compile(tc.compile, accelerator.device)
+    compiled = _should_compile(tc.compile, accelerator.device, accelerator.num_processes)
     parameters = trainable_share(model)
     schedule = get_schedule(cfg.diffusion.schedule, **cfg.diffusion.schedule_args)
     settings = DiffusionSettings(
