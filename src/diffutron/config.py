@@ -131,6 +131,7 @@ class TrainingConfig:
     seed: int = 0
     precision: str = "auto"  # auto (bf16 on GPUs, fp32 on CPU) | no | bf16 | fp16
     gradient_checkpointing: bool = False  # recompute activations in backward (transformers'): less memory, more time
+    compile: bool | str = "auto"  # torch.compile the encoder: true | false | auto (one CUDA device; off on CPU: it does not pay back)
 
 
 @dataclass

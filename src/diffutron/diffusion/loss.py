@@ -32,10 +32,25 @@ __all__ = ["LossOutput", "head_cross_entropy", "mdlm_loss", "weighted_masked_nll
 
 @dataclass
 class LossOutput:
+    """The loss and its counts. The counts stay tensors until read: reading one waits for the
+    device, which a training step should do only when it logs."""
+
     loss: torch.Tensor  # the scalar to back-propagate
-    nelbo_sum: float  # sum over masked tokens of w(t) * CE (detached)
-    n_maskable: int
-    n_masked: int
+    nelbo: torch.Tensor  # sum over masked tokens of w(t) * CE (detached, on the device)
+    maskable: torch.Tensor  # [B, L] bool
+    masked: torch.Tensor  # [B, L] bool
+
+    @property
+    def nelbo_sum(self) -> float:
+        return float(self.nelbo)
+
+    @property
+    def n_maskable(self) -> int:
+        return int(self.maskable.sum())
+
+    @property
+    def n_masked(self) -> int:
+        return int(self.masked.sum())
 
 
 def weighted_masked_nll(
@@ -109,9 +124,4 @@ def mdlm_loss(
     else:
         has = maskable_per_row > 0
         loss = (per_row[has] / maskable_per_row[has]).sum() / has.sum().clamp(min=1)
-    return LossOutput(
-        loss=loss,
-        nelbo_sum=float(per_row.detach().sum()),
-        n_maskable=int(maskable_per_row.sum()),
-        n_masked=int(masked.sum()),
-    )
+    return LossOutput(loss=loss, nelbo=per_row.detach().sum(), maskable=maskable, masked=masked)

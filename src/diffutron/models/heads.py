@@ -51,6 +51,15 @@ def suppressed_logits(logits: torch.Tensor, suppress_id: int | None) -> torch.Te
     return logits.index_fill(logits.ndim - 1, index, float("-inf"))
 
 
+def suppressing_linear(x: torch.Tensor, linear: nn.Linear, suppress_id: int) -> torch.Tensor:
+    """``linear(x)`` with the output ``suppress_id`` at -inf, put into the bias: the same logits as
+    ``suppressed_logits(linear(x), suppress_id)`` (x @ W.T + b, and -inf + finite = -inf) without
+    a second [N, V] copy of them in forward and another in backward."""
+    bias = linear.bias if linear.bias is not None else x.new_zeros(linear.out_features)
+    index = torch.tensor([suppress_id], device=bias.device)
+    return F.linear(x, linear.weight, bias.index_fill(0, index, float("-inf")))
+
+
 def _suppressed_ce(head: Callable, hidden: torch.Tensor, targets: torch.Tensor, suppress_id: int | None):
     return F.cross_entropy(suppressed_logits(head(hidden), suppress_id), targets, reduction="none")
 
@@ -109,8 +118,11 @@ class MaskedLMParts(nn.Module):
         kind = getattr(getattr(inner, "config", None), "model_type", "")
         encoder: Callable | None = None
         head: Callable | None = None
+        decoder: nn.Linear | None = None  # the vocabulary projection, where the mask token is suppressed
+        body: Callable | None = None  # what runs before it
         if kind == "modernbert":
             encoder, head = inner.model, lambda h: inner.decoder(inner.head(h))
+            decoder, body = inner.decoder, inner.head
         elif kind == "bert" and hasattr(inner, "cls"):
             encoder, head = inner.bert, inner.cls
         elif kind in ("roberta", "xlm-roberta", "camembert") and hasattr(inner, "lm_head"):
@@ -124,6 +136,14 @@ class MaskedLMParts(nn.Module):
 
         self.sparse_head = encoder is not None and head is not None
         self.__dict__["_encoder"], self.__dict__["_head"] = encoder, head
+        self.__dict__["_suppressing"] = (
+            (lambda h, sid: suppressing_linear(body(h), decoder, sid)) if isinstance(decoder, nn.Linear) else None
+        )
+
+    def compile_encoder(self) -> None:
+        """``torch.compile`` the encoder in place (the whole model for the fallback): parameter
+        names, ``state_dict`` and saved checkpoints stay those of the plain model."""
+        (self._encoder if self.sparse_head else self.model).compile()
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.sparse_head:
@@ -147,12 +167,15 @@ class MaskedLMParts(nn.Module):
         """Cross-entropy [N] of ``targets`` at the ``masked`` positions [B, L] of the noisy batch."""
         hidden = self.encode(noisy_ids, attention_mask)  # [B, L, H] (or [B, L, V] for the fallback)
         if sparse_head and self.sparse_head:
+            head, suppress = self.head, suppress_id
+            if suppress_id is not None and self._suppressing is not None:
+                head, suppress = (lambda h: self._suppressing(h, suppress_id)), None  # -inf in the bias
             return head_cross_entropy(
-                self.head,
+                head,
                 hidden[masked],
                 targets,
                 vocab_size=self.inner.config.vocab_size,
-                suppress_id=suppress_id,
+                suppress_id=suppress,
                 max_logit_elements=max_logit_elements or MAX_LOGIT_ELEMENTS,
             )
         logits = suppressed_logits(self.head(hidden), suppress_id)  # [B, L, V]: the naive path

@@ -87,12 +87,30 @@ def _lr_lambda(state: TrainState, warmup_steps: int, min_ratio: float, warmup_ra
 
 
 def _optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """AdamW, fused (one kernel for all parameters, on CPU too) where torch has it: on CPU torch's
+    default is a Python loop over the parameters, several passes each."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 and "embeddings" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not take
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), foreach=True)
+
+
+def _should_compile(setting: bool | str, device: torch.device, processes: int = 1) -> bool:
+    """``training.compile``: true, false, or auto. Auto is off on CPU: in this project's measurements
+    (docs/benchmarks.md, Training) inductor's fused kernels win a few per cent per step on CPU, which
+    its compile time (minutes cold on 2 cores) does not pay back in runs of minutes. On one CUDA
+    device the fusion saves far more memory traffic and runs are long, so auto compiles there; not
+    under DDP/FSDP/DeepSpeed, where compiling a wrapped encoder is untested here (set true to try)."""
+    if setting == "auto":
+        return device.type == "cuda" and processes == 1
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"training.compile must be true, false or auto, got {setting!r}")
 
 
 class BlockBatches:
@@ -168,6 +186,7 @@ class _Run:
     parameters: tuple[int, int, float]  # trainable, total, share
     resumed: bool
     saved_step: int | None = None  # the step of the checkpoint on disk that matches the state in memory
+    compiled: bool = False  # the encoder runs through torch.compile
 
     @property
     def main(self) -> bool:
@@ -209,9 +228,12 @@ def train(
     t_start, tokens_at_start, start_step = time.perf_counter(), state.tokens, state.step
     budget = _TimeBudget(tc.max_minutes, tc.max_steps) if tc.max_minutes else None
     elapsed_before = state.elapsed_s
+    first_step_s = None
     while state.step < state.total_steps:
         loss, step_tokens = _step(run)
         state.step += 1
+        if first_step_s is None:
+            first_step_s = time.perf_counter() - t_start  # with compile: mostly compiling
         state.tokens += step_tokens * run.accelerator.num_processes
         elapsed = time.perf_counter() - t_start
         state.elapsed_s = elapsed_before + elapsed
@@ -219,11 +241,13 @@ def train(
         # time budget: size the run from the recent pace, so the cosine ends when the budget does
         if budget is not None and budget.update(state, start_step):
             bar.total = state.total_steps
-        if run.main and (state.step % tc.log_every == 0 or state.step == state.total_steps):
-            lr = run.scheduler.get_last_lr()[0]
-            row = {"kind": "train", "step": state.step, "loss": loss, "lr": lr, "tokens": state.tokens}
-            _append_jsonl(run.metrics_path, {**row, "tokens_per_second": tok_s})
-        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+        if state.step % tc.log_every == 0 or state.step == state.total_steps or state.step == start_step + 1:
+            shown = float(loss)  # the one host synchronisation of a step, on logging steps only
+            if run.main and (state.step % tc.log_every == 0 or state.step == state.total_steps):
+                lr = run.scheduler.get_last_lr()[0]
+                row = {"kind": "train", "step": state.step, "loss": shown, "lr": lr, "tokens": state.tokens}
+                _append_jsonl(run.metrics_path, {**row, "tokens_per_second": tok_s})
+        bar.set_postfix(loss=f"{shown:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
         bar.update(1)
         if tc.eval_every and state.step % tc.eval_every == 0 and state.step < state.total_steps:
             row = _evaluate(run, state.step)
@@ -233,7 +257,7 @@ def train(
             run.saved_step = state.step
     bar.close()
     speed = (state.tokens - tokens_at_start) / max(time.perf_counter() - t_start, 1e-9)
-    return _finish(run, first_eval, speed, card)
+    return _finish(run, first_eval, speed, card, first_step_s)
 
 
 def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None) -> _Run:
@@ -270,6 +294,7 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
         enable_activation_checkpointing(model)
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora)
+    compiled = _should_compile(tc.compile, accelerator.device, accelerator.num_processes)
     parameters = trainable_share(model)
     schedule = get_schedule(cfg.diffusion.schedule, **cfg.diffusion.schedule_args)
     settings = DiffusionSettings(
@@ -302,7 +327,11 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
     )
     # The encoder/head module is what accelerate wraps (DDP/FSDP): the loss runs through its forward,
     # so gradient sync and parameter gathering see the whole computation.
-    parts, optimizer, scheduler = accelerator.prepare(MaskedLMParts(model), optimizer, scheduler)
+    parts = MaskedLMParts(model)
+    if compiled:
+        # in place (nn.Module.compile): parameter names, checkpoints and the saved model stay as they are
+        parts.compile_encoder()
+    parts, optimizer, scheduler = accelerator.prepare(parts, optimizer, scheduler)
     generator = torch.Generator().manual_seed(tc.seed * 1000 + accelerator.process_index)
 
     saved_step = None  # the step of the checkpoint on disk that matches the state in memory
@@ -339,16 +368,19 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
         parameters=parameters,
         resumed=resume_from is not None,
         saved_step=saved_step,
+        compiled=compiled,
     )
 
 
-def _step(run: _Run) -> tuple[float, int]:
+def _step(run: _Run) -> tuple[torch.Tensor, int]:
     """Phase 2, one optimiser step: ``grad_accum`` micro-batches, clip, AdamW, LR. Returns the loss
-    and the maskable tokens of this process."""
+    (a tensor on the device: reading it waits for the device, so the loop does that only when it
+    logs) and the maskable tokens of this process (counted on the host, before the copy)."""
     tc, accelerator, parts = run.cfg.training, run.accelerator, run.parts
-    step_tokens, loss_sum = 0, 0.0
+    step_tokens, loss_sum = 0, torch.zeros((), device=accelerator.device)
     for micro in range(tc.grad_accum):
         ids, maskable = run.batches.get(run.state)
+        step_tokens += int(maskable.sum())
         ids, maskable = ids.to(accelerator.device), maskable.to(accelerator.device)
         sync = micro == tc.grad_accum - 1
         ctx = accelerator.no_sync(parts) if not sync else _nullcontext()
@@ -365,8 +397,7 @@ def _step(run: _Run) -> tuple[float, int]:
                 eps=run.cfg.diffusion.t_eps,
             )
             accelerator.backward(out.loss / tc.grad_accum)
-        loss_sum += float(out.loss.detach()) / tc.grad_accum
-        step_tokens += out.n_maskable
+        loss_sum += out.loss.detach() / tc.grad_accum
     if tc.grad_clip > 0:
         accelerator.clip_grad_norm_(parts.parameters(), tc.grad_clip)
     run.optimizer.step()
@@ -407,7 +438,9 @@ def _evaluate(run: _Run, step: int) -> dict:
     return row
 
 
-def _finish(run: _Run, first_eval: dict | None, tokens_per_second: float, card: dict | None) -> TrainResult:
+def _finish(
+    run: _Run, first_eval: dict | None, tokens_per_second: float, card: dict | None, first_step_s: float | None
+) -> TrainResult:
     """Phase 4, save: final checkpoint, validation, model folder (LoRA merged) + card, plot, summary."""
     cfg, tc, state, data = run.cfg, run.cfg.training, run.state, run.data
     if run.saved_step != state.step:  # resumed from the run's last checkpoint: it is on disk already
@@ -434,6 +467,8 @@ def _finish(run: _Run, first_eval: dict | None, tokens_per_second: float, card: 
             "steps": state.step,
             "train_tokens": state.tokens,
             "tokens_per_second": tokens_per_second,
+            "compiled": run.compiled,
+            "first_step_seconds": first_step_s,
             "train_seconds": state.elapsed_s,
             "parameters": n_total,
             "trainable_parameters": n_trainable,
