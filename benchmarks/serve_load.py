@@ -186,7 +186,13 @@ def main() -> None:
         default=0.1,
         help="0.1 (default, the diffutron preset's) or 0: greedy, no random draws",
     )
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of the server (default 2)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the server (default 1: the clients share the machine's cores; on the "
+        "2-core VM two intra-op threads made a one-row step 10-30x slower whenever anything else ran)",
+    )
     ap.add_argument("--hidden", type=int, default=256, help="random model: hidden size (default 256)")
     ap.add_argument("--layers", type=int, default=4, help="random model: layers (default 4)")
     ap.add_argument("--out", default="benchmarks/results")
