@@ -6,7 +6,8 @@
 For each mode (``--max-batch 64``: requests join the running batch; ``--max-batch 1``: one request at a
 time) a server is started as a subprocess on 127.0.0.1 and 1, 4, 16 and 64 client threads send
 ``/v1/completions`` requests back to back for ``--seconds`` each (every loop is bounded in count and
-time; loopback only). Prints requests/s, generated tokens/s, p50/p95 latency and errors per level, and
+time; loopback only), then the requests in flight are waited for (``--drain``, default 120 s at most).
+Prints requests/s, generated tokens/s, p50/p95 latency and errors per level, and
 the ratio of generated tokens/s batched / one-at-a-time; writes ``serve_load.json`` into ``--out``.
 Without ``--model`` a randomly initialised ModernBERT (``--hidden 256 --layers 4``) with a tokenizer trained
 on the embedded corpus stands in: the speed of serving does not depend on what the weights say.
@@ -112,10 +113,14 @@ def start_server(model: Path, max_batch: int, threads: int) -> tuple[subprocess.
     raise RuntimeError("the server did not start in 120 s")
 
 
-def load(url: str, clients: int, seconds: float, body: dict, max_requests: int = 10_000) -> dict:
-    """``clients`` threads, each sending requests back to back for ``seconds``. A request still running
-    ``seconds`` after the deadline is given up (counted as ``cut``, not as an error): every level ends
-    within 2 x ``seconds``, whatever the queue."""
+def load(
+    url: str, clients: int, seconds: float, body: dict, drain: float = 120.0, max_requests: int = 10_000
+) -> dict:
+    """``clients`` threads, each sending requests back to back for ``seconds``; then the requests in
+    flight are waited for (up to ``drain`` more seconds; one still running then is given up and counted
+    as ``cut``, not as an error). Throughput is the tokens of all completed requests over the time
+    until the last one completed, so a level whose requests outlast the window (64 rows in one batch
+    on a CPU) is measured, not lost; every level ends within ``seconds + drain``."""
     start = time.monotonic()
     stop_at = start + seconds
     first_error: dict[str, str] = {}
@@ -132,7 +137,7 @@ def load(url: str, clients: int, seconds: float, body: dict, max_requests: int =
                     r = http.post(
                         "/v1/completions",
                         json={**body, "prompt": prompt, "seed": k * 1000 + i},
-                        timeout=max(1.0, stop_at + seconds - t0),
+                        timeout=max(1.0, stop_at + drain - t0),
                     )
                     status = "ok" if r.status_code == 200 else "error"
                     if status == "error":
@@ -169,10 +174,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="checkpoint folder (default: a random small model)")
     ap.add_argument("--seconds", type=float, default=8.0, help="load time per level (default 8)")
+    ap.add_argument(
+        "--drain", type=float, default=120.0, help="then wait this long at most for requests in flight"
+    )
     ap.add_argument("--clients", default="1,4,16,64")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--steps", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of the server (default 2)")
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=0.1,
+        help="0.1 (default, the diffutron preset's) or 0: greedy, no random draws",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the server (default 1: the clients share the machine's cores; on the "
+        "2-core VM two intra-op threads made a one-row step 10-30x slower whenever anything else ran)",
+    )
     ap.add_argument("--hidden", type=int, default=256, help="random model: hidden size (default 256)")
     ap.add_argument("--layers", type=int, default=4, help="random model: layers (default 4)")
     ap.add_argument("--out", default="benchmarks/results")
@@ -186,7 +206,7 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "steps": args.steps,
         "block_size": 32,
-        "temperature": 0.1,
+        "temperature": args.temperature,
     }
     levels = [int(c) for c in args.clients.split(",")]
     table: dict[str, list[dict]] = {}
@@ -196,12 +216,12 @@ def main() -> None:
             load(url, 1, 1.0, body)  # warm-up
             table[mode] = []
             for c in levels:
-                row = load(url, c, args.seconds, body)
+                row = load(url, c, args.seconds, body, drain=args.drain)
                 table[mode].append(row)
                 print(
                     f"{mode:>14} {c:>3} clients: {row['requests_per_s']:7.2f} req/s "
                     f"{row['tokens_per_s']:8.1f} tok/s  p50 {row['p50_s']:.3f}s  p95 {row['p95_s']:.3f}s  "
-                    f"errors {row['errors']}, cut {row['cut']}, done {row['requests']}"
+                    f"errors {row['errors']}, cut {row['cut']}, done {row['requests']} in {row['seconds']:.1f}s"
                     + (f" (first error: {row['first_error']})" if row["first_error"] else ""),
                     flush=True,
                 )
@@ -211,14 +231,14 @@ def main() -> None:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    print("\n| clients | mode | req/s | generated tok/s | p50 s | p95 s | errors | cut at the end |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| clients | mode | req/s | generated tok/s | p50 s | p95 s | errors / done | cut | level s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for i, c in enumerate(levels):
         for mode in table:
             r = table[mode][i]
             print(
                 f"| {c} | {mode} | {r['requests_per_s']:.2f} | {r['tokens_per_s']:.1f} | {r['p50_s']:.3f} | "
-                f"{r['p95_s']:.3f} | {r['errors']}/{r['requests']} |"
+                f"{r['p95_s']:.3f} | {r['errors']}/{r['requests']} | {r['cut']} | {r['seconds']:.1f} |"
             )
     print("\n| clients | batched / one-at-a-time (generated tok/s) |\n|---|---|")
     ratios = {}

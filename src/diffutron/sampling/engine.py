@@ -254,10 +254,12 @@ def _choose(
     score_fn,
     cfg: GenerationConfig,
     generator: Generators,
+    prepared_scores: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 5: commit mask [B, L] and proposals [N] (-1 where nothing was drawn) for ``n`` candidates
     at (rows, cols). ``prepared(idx)`` gives the (unfiltered, filtered) float64 logits of candidates
-    ``idx``, called a chunk at a time. ``generator``: one for all rows, or one per row (a sequence
+    ``idx``, called a chunk at a time (``prepared_scores``, if given, the same where only the unfiltered ones
+    are used: the greedy pass over every candidate). ``generator``: one for all rows, or one per row (a sequence
     indexed by row: random draws are then made row by row, see ``_pieces``). Exactly the outcome of
     drawing every candidate, with draws made only where needed:
     - a score that ignores the proposal (margin, entropy, random) picks first, then draws the picks;
@@ -286,7 +288,7 @@ def _choose(
     everyone = torch.arange(n, device=device)
     per_row = generator if getattr(score_fn, "uses_generator", False) else None  # else no draw here
     for idx, pieces in _pieces(everyone, rows, vocab, per_row):
-        logits, _ = prepared(idx)
+        logits, _ = (prepared_scores or prepared)(idx)
         greedy[idx] = logits.argmax(-1)
         upper[idx] = _score(score_fn, logits, greedy[idx] if score_fn.uses_proposal else None, pieces)
     if cfg.temperature == 0:
@@ -315,15 +317,20 @@ def _proposal_logits(
     forbidden: torch.Tensor,
     cfg: GenerationConfig,
     idx: torch.Tensor,
+    *,
+    for_draw: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 1-3 for candidates ``idx``: float64 logits (guidance, penalty, forbidden ids) unfiltered
-    at T = 1 for the scores, and at T with top-k / top-p for the draw (``proposals.prepare``)."""
-    logits = head[idx].double()
+    at T = 1 for the scores, and at T with top-k / top-p for the draw (``proposals.prepare``);
+    ``for_draw=False`` (scores and greedy tokens only) skips the draw's copy: both are then the first."""
+    logits = head[idx].double()  # a copy of its own: the penalty may write into it
     if uncond is not None:
         u = uncond[idx].double()
         logits = u + (cfg.guidance_scale + 1.0) * (logits - u)
     if seen is not None:
-        logits = apply_repetition_penalty_ids(logits, seen[idx], cfg.repetition_penalty)
+        logits = apply_repetition_penalty_ids(logits, seen[idx], cfg.repetition_penalty, inplace=True)
+    if not for_draw:
+        return prepare(logits, forbidden, 0.0)
     return prepare(logits, forbidden, cfg.temperature, cfg.top_k, cfg.top_p)
 
 
@@ -688,6 +695,7 @@ class DecodeState:
             prepared = functools.partial(
                 _proposal_logits, _at(head, sel), u, seen, self._forbidden[key, vocab], cfg
             )
+            prepared_scores = functools.partial(prepared, for_draw=False)
             row_mask = torch.zeros(len(self), dtype=torch.bool, device=self.device)
             row_mask[in_rows] = True
             chosen = candidates & row_mask[:, None]
@@ -709,6 +717,7 @@ class DecodeState:
                 score_fn,
                 cfg,
                 self.generators,
+                prepared_scores,
             )
             proposed[rows, cols] = tokens
             commit |= got

@@ -47,12 +47,16 @@ def apply_repetition_penalty(logits: torch.Tensor, present: torch.Tensor, penalt
     return torch.where(present, _penalise(logits, penalty), logits)
 
 
-def apply_repetition_penalty_ids(logits: torch.Tensor, ids: torch.Tensor, penalty: float) -> torch.Tensor:
+def apply_repetition_penalty_ids(
+    logits: torch.Tensor, ids: torch.Tensor, penalty: float, *, inplace: bool = False
+) -> torch.Tensor:
     """The same rule given the ids of each row's canvas ([N, W], repeats allowed; pad with an id that
-    is forbidden later, such as the mask): touches N x W logits instead of N x V."""
+    is forbidden later, such as the mask): touches N x W logits instead of N x V (``inplace``: writes
+    into ``logits``, sparing an [N, V] copy when the caller owns them)."""
     if penalty == 1.0:
         return logits
-    return logits.scatter(1, ids, _penalise(logits.gather(1, ids), penalty))
+    penalised = _penalise(logits.gather(1, ids), penalty)
+    return logits.scatter_(1, ids, penalised) if inplace else logits.scatter(1, ids, penalised)
 
 
 def top_k_top_p_keep(scaled: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor | None:

@@ -12,7 +12,8 @@ Continuous batching: between two steps the thread admits waiting requests (first
 while the batch has room for all their rows, takes out the rows of cancelled requests, and after the
 step hands every changed row to its request and removes the rows that are done. A request whose rows
 do not fit waits; one larger than the whole batch runs when the batch is empty. Every row carries its
-own settings and random generator (``sampling/batch.py``), so any requests can share a pass.
+own settings and random generator (``sampling/batch.py`` over the engine's ``DecodeState``, the same
+vectorised loop as ``generate``), so any requests can share a pass.
 """
 
 from __future__ import annotations
