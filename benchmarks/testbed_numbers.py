@@ -67,14 +67,27 @@ def digits(n: int) -> str:
     return f"{n:,}".replace(",", ".")
 
 
+MIN_WORDS = 16  # answers of at least this many words (tokens: one per word with the task tokenizer)
+
+
+def _num2words_wrong(n: int) -> bool:
+    """num2words 0.5 drops the "bir" of "bir milyon" after a "milyar" when lower groups follow
+    (1.001.234.567 -> "bir milyar milyon iki yüz ..."): such numbers are left out of the task."""
+    return n >= 1_000_000_000 and (n // 1_000_000) % 1000 == 1
+
+
 def items(count: int, seed: int, exclude: set[int] = frozenset()) -> list[tuple[str, str, int]]:
-    """``count`` distinct (prompt text, answer, n) with n of 7 to 9 digits (answers of 16+ tokens)."""
+    """``count`` distinct (prompt text, answer, n) with n of 11 or 12 digits and answers of at least
+    ``MIN_WORDS`` words (about 88 % of such numbers)."""
     rng, seen, out = random.Random(seed), set(exclude), []
     while len(out) < count:
-        n = rng.randrange(1_000_000, 1_000_000_000)
-        if n not in seen:
-            seen.add(n)
-            out.append((f"{INSTRUCTION} {digits(n)}", number_words(n), n))
+        n = rng.randrange(10_000_000_000, 1_000_000_000_000)
+        if n in seen or _num2words_wrong(n):
+            continue
+        seen.add(n)
+        words = number_words(n)
+        if len(words.split()) >= MIN_WORDS:
+            out.append((f"{INSTRUCTION} {digits(n)}", words, n))
     return out
 
 
@@ -89,9 +102,13 @@ def write_task_files(folder: Path, n_train: int, n_test: int, seed: int) -> tupl
     with rows.open("w", encoding="utf-8") as f:
         for prompt, answer, _ in train:
             f.write(json.dumps({"instruction": prompt, "output": answer}, ensure_ascii=False) + "\n")
-    # 512 tokens: bytes, digits and the number words; a tokenizer of the task's own text
-    texts = (f"[Question]\n{p}\n[/Question]\n\n[Answer]\n{a}\n[/Answer]" for p, a, _ in train[:20_000])
-    train_tokenizer(texts, vocab_size=512, model_max_length=128, show_progress=False).save_pretrained(
+    # A tokenizer of the task's own text, trained without the digits: every digit stays one token
+    # (BPE would otherwise merge frequent pairs like "51" and blur the digit-to-word alignment) and
+    # every number word becomes one token, so an answer of w words is w tokens + "\n[/Answer]".
+    texts = (
+        f"[Question]\n{INSTRUCTION}\n[/Question]\n\n[Answer]\n{a}\n[/Answer]" for _, a, _ in train[:20_000]
+    )
+    train_tokenizer(texts, vocab_size=384, model_max_length=128, show_progress=False).save_pretrained(
         tokenizer_dir
     )
     return rows, tokenizer_dir, test
@@ -107,11 +124,11 @@ def testbed_recipe(rows: Path, tokenizer_dir: Path, minutes: float, seed: int):
             "stages": [
                 {
                     "name": "numbers",
-                    "sft": {"sources": [{"path": str(rows)}], "max_length": 64, "val_fraction": 0.01},
+                    "sft": {"sources": [{"path": str(rows)}], "max_length": 60, "val_fraction": 0.01},
                     "training": {
                         "max_steps": 100_000,
                         "max_minutes": minutes,
-                        "batch_size": 64,
+                        "batch_size": 32,
                         "lr": 2e-3,
                         "warmup_steps": 50,
                         "eval_every": 0,
@@ -170,20 +187,23 @@ def decoders(length: int) -> list[tuple[str, GenerationConfig]]:
         out.append((f"low_confidence, blocks of {block}", replace(base, block_size=block)))
     for tau in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99):
         out.append((f"threshold τ={tau}", replace(base, remasking="threshold", threshold=tau)))
-    out.append(("threshold τ=0.9, blocks of 8", replace(base, remasking="threshold", threshold=0.9, block_size=8)))
+    out.append(
+        ("threshold τ=0.9, blocks of 8", replace(base, remasking="threshold", threshold=0.9, block_size=8))
+    )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/testbed-numbers")
-    ap.add_argument("--minutes", type=float, default=8.0, help="training budget (first run only)")
-    ap.add_argument("--train-items", type=int, default=200_000)
+    ap.add_argument("--minutes", type=float, default=9.5, help="training budget (first run only)")
+    ap.add_argument("--train-items", type=int, default=100_000)
     ap.add_argument("--items", type=int, default=200, help="held-out items per decoder")
     ap.add_argument("--batch", type=int, default=1, help="prompts per generate call")
     ap.add_argument("--length", type=int, default=40, help="max_new_tokens (answers take 20-32)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--retrain", action="store_true")
+    ap.add_argument("--train-only", action="store_true", help="train (or find the cached model) and stop")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -197,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = result.final_model
     summary = json.loads((out / "numbers" / "summary.json").read_text(encoding="utf-8"))
     print(f"model: {model_dir} ({summary.get('steps')} steps, {summary.get('train_seconds', 0):.0f} s)")
+    if args.train_only:
+        return 0
 
     loaded = load_checkpoint(model_dir)
     loaded.model.eval()
@@ -227,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"train": summary, "results": [asdict(r) for r in results]}, indent=2, ensure_ascii=False)
+            json.dumps(
+                {"train": summary, "results": [asdict(r) for r in results]}, indent=2, ensure_ascii=False
+            )
         )
     return 0
 
