@@ -152,20 +152,22 @@ class DecoderResult:
     passes_per_answer: float
     tokens_per_second: float
     seconds: float
+    correct: list[bool]
 
 
 def measure(loaded, prompts: list[str], gold: list[str], cfg: GenerationConfig, batch: int, name: str):
     model, tok = loaded.model, loaded.tokenizer
     schedule = loaded.settings.make_schedule()
-    hits = passes = tokens = 0
+    passes = tokens = 0
+    correct: list[bool] = []
     t0 = time.perf_counter()
     for i in range(0, len(prompts), batch):
         out = generate(model, tok, prompts[i : i + batch], cfg, schedule=schedule)
-        hits += sum(extract_answer(t) == g for t, g in zip(out.texts, gold[i : i + batch], strict=True))
+        correct += [extract_answer(t) == g for t, g in zip(out.texts, gold[i : i + batch], strict=True)]
         passes += sum(out.row_passes)
         tokens += sum(len(ids) for ids in out.token_ids)
     seconds = time.perf_counter() - t0
-    em = hits / len(prompts)
+    em = sum(correct) / len(prompts)
     return DecoderResult(
         name=name,
         exact_match=em,
@@ -173,23 +175,35 @@ def measure(loaded, prompts: list[str], gold: list[str], cfg: GenerationConfig, 
         passes_per_answer=passes / len(prompts),
         tokens_per_second=tokens / seconds,
         seconds=seconds,
+        correct=correct,
     )
 
 
 def decoders(length: int) -> list[tuple[str, GenerationConfig]]:
+    """The reference (low-confidence, one token per pass, one block) and every knob against it."""
     base = GenerationConfig(max_new_tokens=length, steps=length, block_size=length, temperature=0.0)
     out = [("low_confidence, 1 token/pass", base)]
     for rule in ("margin", "entropy", "random"):
         out.append((f"{rule}, 1 token/pass", replace(base, remasking=rule)))
     for div in (2, 4):
         out.append((f"low_confidence, {div} tokens/pass", replace(base, steps=length // div)))
+    for div in (1, 4):
+        out.append(
+            (
+                f"stochastic counts, {div} token(s)/pass",
+                replace(base, steps=length // div, stochastic_counts=True),
+            )
+        )
     for block in (8, 16):
         out.append((f"low_confidence, blocks of {block}", replace(base, block_size=block)))
-    for tau in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99):
+    out.append(("low_confidence, blocks of 8, 4 tokens/pass", replace(base, block_size=8, steps=length // 4)))
+    for tau in (0.99, 0.95, 0.9, 0.8, 0.7, 0.5):
         out.append((f"threshold τ={tau}", replace(base, remasking="threshold", threshold=tau)))
-    out.append(
-        ("threshold τ=0.9, blocks of 8", replace(base, remasking="threshold", threshold=0.9, block_size=8))
-    )
+    fast = replace(base, remasking="threshold", threshold=0.9, block_size=8)
+    out.append(("threshold τ=0.9, blocks of 8", fast))
+    for cache in ("prefix", "dual"):
+        out.append((f"low_confidence, blocks of 8, cache {cache}", replace(base, block_size=8, cache=cache)))
+        out.append((f"threshold τ=0.9, blocks of 8, cache {cache}", replace(fast, cache=cache)))
     return out
 
 
@@ -199,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=9.5, help="training budget (first run only)")
     ap.add_argument("--train-items", type=int, default=100_000)
     ap.add_argument("--items", type=int, default=200, help="held-out items per decoder")
-    ap.add_argument("--batch", type=int, default=1, help="prompts per generate call")
-    ap.add_argument("--length", type=int, default=40, help="max_new_tokens (answers take 20-32)")
+    ap.add_argument(
+        "--batch", type=int, default=8, help="prompts per generate call (EM and passes do not depend on it)"
+    )
+    ap.add_argument("--length", type=int, default=32, help="max_new_tokens (answers take 20-23 + <eos>)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--train-only", action="store_true", help="train (or find the cached model) and stop")
@@ -236,14 +252,16 @@ def main(argv: list[str] | None = None) -> int:
         r = measure(loaded, prompts, gold, cfg, args.batch, name)
         results.append(r)
         print(
-            f"{name:<34} EM {100 * r.exact_match:5.1f} ± {100 * r.stderr:3.1f}  "
+            f"{name:<44} EM {100 * r.exact_match:5.1f} ± {100 * r.stderr:3.1f}  "
             f"passes {r.passes_per_answer:5.1f}  {r.tokens_per_second:7.1f} tok/s"
         )
     ref = results[0]
     print(f"\nagainst '{ref.name}': passes and tokens/s ratios")
     for r in results[1:]:
+        gained = sum(c and not c0 for c, c0 in zip(r.correct, ref.correct, strict=True))
+        lost = sum(c0 and not c for c, c0 in zip(r.correct, ref.correct, strict=True))
         print(
-            f"{r.name:<34} EM {100 * (r.exact_match - ref.exact_match):+5.1f} pt  "
+            f"{r.name:<44} EM {100 * (r.exact_match - ref.exact_match):+5.1f} pt (+{gained} -{lost} items)  "
             f"passes ×{r.passes_per_answer / ref.passes_per_answer:.2f}  "
             f"tok/s ×{r.tokens_per_second / ref.tokens_per_second:.2f}"
         )
