@@ -86,7 +86,8 @@ def reference_batch(model, prompts: list[list[int]], cfg: GenerationConfig, mask
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="runs/testbed-numbers/numbers/model")
+    ap.add_argument("--task", choices=("full", "easy"), default="easy", help="the testbed's task")
+    ap.add_argument("--model", help="default: runs/testbed-numbers-<task>/numbers/model")
     ap.add_argument("--items", type=int, default=60, help="held-out items per decoder (batch 1)")
     ap.add_argument("--reference-items", type=int, default=20, help="items for the slow reference")
     ap.add_argument(
@@ -102,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    loaded = load_checkpoint(args.model)
+    loaded = load_checkpoint(args.model or f"runs/testbed-numbers-{args.task}/numbers/model")
     model, tok = loaded.model.eval(), loaded.tokenizer
     schedule = loaded.settings.make_schedule()
     mask_id, eos = loaded.mask_id, tok.eos_token_id
-    test = items(max(args.items, args.batch_items), args.seed + 1)  # the testbed's held-out items
+    test = items(
+        max(args.items, args.batch_items), args.seed + 1, task=args.task
+    )  # the testbed's held-out items
     gold = [a for _, a, _ in test]
     gold_tokens = [len(tok(a + "\n[/Answer]", add_special_tokens=False).input_ids) for a in gold]
     L = args.length

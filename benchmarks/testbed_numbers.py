@@ -76,12 +76,22 @@ def _num2words_wrong(n: int) -> bool:
     return n >= 1_000_000_000 and (n // 1_000_000) % 1000 == 1
 
 
-def items(count: int, seed: int, exclude: set[int] = frozenset()) -> list[tuple[str, str, int]]:
-    """``count`` distinct (prompt text, answer, n) with n of 11 or 12 digits and answers of at least
-    ``MIN_WORDS`` words (about 88 % of such numbers)."""
+def _draw(rng: random.Random, task: str) -> int:
+    if task == "easy":  # 12 digits of 2-9: every group writes "X yüz Y Z", 19 words in fixed places
+        return int("".join(rng.choice("23456789") for _ in range(12)))
+    return rng.randrange(10_000_000_000, 1_000_000_000_000)
+
+
+def items(
+    count: int, seed: int, exclude: set[int] = frozenset(), task: str = "full"
+) -> list[tuple[str, str, int]]:
+    """``count`` distinct (prompt text, answer, n) with answers of at least ``MIN_WORDS`` words.
+    ``full``: n of 11 or 12 digits (zeros write no word, "bir" drops before "yüz" and "bin": the model
+    must work out the answer's length and where each word goes; about 88 % of such numbers have 16+
+    words); ``easy``: 12 digits of 2-9 (19 words, each in a fixed place)."""
     rng, seen, out = random.Random(seed), set(exclude), []
     while len(out) < count:
-        n = rng.randrange(10_000_000_000, 1_000_000_000_000)
+        n = _draw(rng, task)
         if n in seen or _num2words_wrong(n):
             continue
         seen.add(n)
@@ -91,14 +101,16 @@ def items(count: int, seed: int, exclude: set[int] = frozenset()) -> list[tuple[
     return out
 
 
-def write_task_files(folder: Path, n_train: int, n_test: int, seed: int) -> tuple[Path, Path, list]:
+def write_task_files(
+    folder: Path, n_train: int, n_test: int, seed: int, task: str = "full"
+) -> tuple[Path, Path, list]:
     """SFT rows (alpaca jsonl), a tokenizer trained on their text, and the held-out items."""
-    test = items(n_test, seed + 1)
+    test = items(n_test, seed + 1, task=task)
     rows, tokenizer_dir = folder / "train.jsonl", folder / "tokenizer"
     if (tokenizer_dir / "tokenizer.json").exists():  # written by an earlier run: the cached model's data
         return rows, tokenizer_dir, test
     folder.mkdir(parents=True, exist_ok=True)
-    train = items(n_train, seed, exclude={n for *_, n in test})
+    train = items(n_train, seed, exclude={n for *_, n in test}, task=task)
     with rows.open("w", encoding="utf-8") as f:
         for prompt, answer, _ in train:
             f.write(json.dumps({"instruction": prompt, "output": answer}, ensure_ascii=False) + "\n")
@@ -209,7 +221,8 @@ def decoders(length: int) -> list[tuple[str, GenerationConfig]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="runs/testbed-numbers")
+    ap.add_argument("--task", choices=("full", "easy"), default="easy", help="see items()")
+    ap.add_argument("--out", help="default: runs/testbed-numbers-<task>")
     ap.add_argument("--minutes", type=float, default=9.5, help="training budget (first run only)")
     ap.add_argument("--train-items", type=int, default=100_000)
     ap.add_argument("--items", type=int, default=200, help="held-out items per decoder")
@@ -220,12 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--train-only", action="store_true", help="train (or find the cached model) and stop")
+    ap.add_argument("--only", nargs="*", help="decoders whose name contains one of these (default: all)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
 
-    out = Path(args.out)
-    rows, tokenizer_dir, test = write_task_files(out / "task", args.train_items, args.items, args.seed)
+    out = Path(args.out or f"runs/testbed-numbers-{args.task}")
+    rows, tokenizer_dir, test = write_task_files(
+        out / "task", args.train_items, args.items, args.seed, args.task
+    )
     recipe = testbed_recipe(rows, tokenizer_dir, args.minutes, args.seed)
     model_dir = out / "numbers" / "model"
     if args.retrain or not (out / "numbers" / "summary.json").exists():
@@ -248,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"held-out items: {len(test)}, answer tokens (with [/Answer]): {min(lengths)}-{max(lengths)}")
 
     results = []
-    for name, cfg in decoders(args.length):
+    chosen = decoders(args.length)
+    if args.only:  # the reference stays first: the comparisons are against it
+        chosen = chosen[:1] + [d for d in chosen[1:] if any(k in d[0] for k in args.only)]
+    for name, cfg in chosen:
         r = measure(loaded, prompts, gold, cfg, args.batch, name)
         results.append(r)
         print(
