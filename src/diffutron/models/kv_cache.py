@@ -194,12 +194,12 @@ class EncoderKVCache:
             q, k, v = (t.transpose(1, 2) for t in qkv.unbind(dim=2))  # [b, heads, n, d]
             cos, sin = rope[layer.attention_type]
             q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
-            if store is not None:
-                self.keys[i][store, :, :w] = k
-                self.values[i][store, :, :w] = v
+            if store is not None:  # index_copy_/index_select: cheaper than advanced indexing
+                self.keys[i][:, :, :w].index_copy_(0, store, k)
+                self.values[i][:, :, :w].index_copy_(0, store, v)
             if rows is not None:
-                k = self.keys[i][rows, :, :w].scatter(2, gather, k)
-                v = self.values[i][rows, :, :w].scatter(2, gather, v)
+                k = self.keys[i][:, :, :w].index_select(0, rows).scatter_(2, gather, k)
+                v = self.values[i][:, :, :w].index_select(0, rows).scatter_(2, gather, v)
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=masks[layer.attention_type], scale=self.head_dim**-0.5
             )
