@@ -1,12 +1,14 @@
 """The approximate key/value cache (models/kv_cache.py): exact where nothing changed, wired into the
 sampler, and a clear error for backbones it cannot run."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from diffutron.models.heads import MaskedLMParts
 from diffutron.models.kv_cache import MODE_IDS, EncoderKVCache
-from diffutron.sampling import GenerationConfig, generate
+from diffutron.sampling import GenerationConfig, generate, infill
 
 
 @pytest.fixture(autouse=True)
@@ -168,3 +170,32 @@ def test_unsupported_backbone_and_guidance_raise_clear_errors(tokenizer, reading
         generate(reading_model, tokenizer, ["Merhaba"], GenerationConfig(guidance_scale=1.0, cache="dual"))
     with pytest.raises(ValueError, match="cache"):
         GenerationConfig(cache="full").validate()
+
+
+def test_server_batch_with_the_cache_gives_what_generate_gives(reading_model, tokenizer):
+    """The server's DecodeBatch drives the same loop: a cached row that joins a running batch, next to
+    an uncached one, gives what ``generate`` gives it alone (the cache follows rows joining/leaving)."""
+    from diffutron.sampling.batch import DecodeBatch
+
+    cached = GenerationConfig(max_new_tokens=12, steps=12, block_size=4, stop_at_eos=False, cache="dual")
+    plain = GenerationConfig(max_new_tokens=8, steps=8, block_size=4, stop_at_eos=False)
+    alone = generate(reading_model, tokenizer, ["Türkiye'nin başkenti"], cached)
+    batch = DecodeBatch(reading_model, tokenizer)
+    other = batch.add("İstanbul Boğazı'nın iki yakası", plain)
+    batch.step()
+    row = batch.add("Türkiye'nin başkenti", cached)
+    while not (row.done and other.done):
+        batch.step()
+    assert row.output.token_ids == alone.token_ids
+    assert (
+        other.output.token_ids
+        == generate(reading_model, tokenizer, ["İstanbul Boğazı'nın iki yakası"], plain).token_ids
+    )
+
+
+def test_infilling_with_one_step_per_block_equals_no_cache(reading_model, tokenizer):
+    text = ["Ankara <mask:3> başkentidir ve <mask:3> yer alır."]
+    cfg = GenerationConfig(steps=2, block_size=3)
+    plain = infill(reading_model, tokenizer, text, cfg)
+    for mode in ("prefix", "dual"):
+        assert infill(reading_model, tokenizer, text, replace(cfg, cache=mode)).token_ids == plain.token_ids
