@@ -136,7 +136,7 @@ def testbed_recipe(rows: Path, tokenizer_dir: Path, minutes: float, seed: int):
             "stages": [
                 {
                     "name": "numbers",
-                    "sft": {"sources": [{"path": str(rows)}], "max_length": 60, "val_fraction": 0.01},
+                    "sft": {"sources": [{"path": str(rows)}], "max_length": 64, "val_fraction": 0.01},
                     "training": {
                         "max_steps": 100_000,
                         "max_minutes": minutes,
