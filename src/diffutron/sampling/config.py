@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..models.kv_cache import CACHE_MODES
 from .commit import REMASKING  # derived from the registered commit rules
 
 
@@ -51,6 +52,12 @@ class GenerationConfig:
     stop_at_eos: bool = _opt(True, "stop a row once its end token is committed with no hole before it")
     stop: tuple[str, ...] = _opt((), "stop strings: a row ends at the first one in its filled answer")
     seed: int | None = _opt(0, "random seed for sampling and random remasking (None: nondeterministic)")
+    cache: str = _opt(
+        "none",
+        "approximate key/value cache (ModernBERT): none, prefix (prompt and finished blocks cached), "
+        "dual (the suffix too); refreshed at every block",
+        choices=CACHE_MODES,
+    )
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
@@ -71,6 +78,12 @@ class GenerationConfig:
             raise ValueError("top_k must be >= 0 and top_p in (0, 1]")
         if self.guidance_scale < 0:
             raise ValueError("guidance_scale must be >= 0")
+        if self.cache not in CACHE_MODES:
+            raise ValueError(f"cache must be one of {CACHE_MODES}, got {self.cache!r}")
+        if self.cache != "none" and self.guidance_scale > 0:
+            raise ValueError(
+                "the key/value cache does not support classifier-free guidance: use cache='none'"
+            )
 
 
 PRESETS: dict[str, GenerationConfig] = {

@@ -55,6 +55,7 @@ import torch
 
 from ..diffusion.schedules import LinearSchedule, Schedule
 from ..models.heads import MaskedLMParts, context_limit
+from ..models.kv_cache import MODE_IDS, EncoderKVCache
 from .commit import (
     SCORERS,
     above_threshold,
@@ -388,12 +389,17 @@ def forward_candidates(
     attention: torch.Tensor,
     at: tuple[torch.Tensor, torch.Tensor],
     uncond_at: tuple[torch.Tensor, torch.Tensor] | None = None,
+    encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Step 3, the network call: encode ``ids`` [R, W] (right-padded; ``attention`` 1 = real) and run the
     output head only at the candidate positions ``at`` = (rows, cols), and at ``uncond_at`` (the
-    unconditional copies of guided rows, appended to ``ids``). Returns logits [N, V] and [N', V]."""
-    # no padding in these rows (always so for one prompt): no mask to build, a faster attention
-    hidden = parts.encode(ids, None if bool(attention.all()) else attention)
+    unconditional copies of guided rows, appended to ``ids``). Returns logits [N, V] and [N', V].
+    ``encode``: the key/value cache's encoder (``EncoderKVCache.encode`` bound to the rows) instead of
+    the plain one."""
+    if encode is not None:
+        hidden = encode(ids, attention)
+    else:  # no padding in these rows (always so for one prompt): no mask to build, a faster attention
+        hidden = parts.encode(ids, None if bool(attention.all()) else attention)
     head = parts.head(hidden[at])
     return head, (parts.head(hidden[uncond_at]) if uncond_at is not None else None)
 
@@ -454,7 +460,7 @@ class DecodeState:
     _ROWS = (
         "canvas attention editable given block commit_step block_steps plan n_blocks cap cur step_in_block"
         " steps passes finished stopped answer stop_eos threshold stochastic guided stop_start stop_end"
-        " stop_seen"
+        " stop_seen cache_mode"
     ).split()
 
     def __init__(self, model: torch.nn.Module, tokenizer, schedule: Schedule, mask_id: int):
@@ -471,6 +477,7 @@ class DecodeState:
         self.stops: list[tuple[str, ...]] = []
         self.keys: list[tuple] = []
         self._forbidden: dict[tuple, torch.Tensor] = {}
+        self.kv: EncoderKVCache | None = None  # built when the first row with a cache joins
         for name in self._ROWS:
             setattr(self, name, None)
 
@@ -535,7 +542,13 @@ class DecodeState:
             "stop_start": stop_start,
             "stop_end": torch.where(editable, pos, -1).max(1).values + 1,
             "stop_seen": stop_start.clone(),
+            "cache_mode": torch.tensor([MODE_IDS[c.cache] for c in configs], dtype=torch.long),
         }
+        if self.kv is None and any(c.cache != "none" for c in configs):
+            self.kv = EncoderKVCache(self.parts)  # raises for a backbone it cannot run
+            self.kv.add(len(self))  # the rows already here, uncached
+        if self.kv is not None:
+            self.kv.add(n)
         for name in self._ROWS:
             t = new[name].to(self.device)
             old = getattr(self, name)
@@ -555,6 +568,8 @@ class DecodeState:
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
         for name in self._ROWS:
             setattr(self, name, getattr(self, name)[index])
+        if self.kv is not None:
+            self.kv.keep(index)
         width = int(self.attention.sum(1).max()) if rows else 0
         for name in ("canvas", "attention", "editable", "given", "block", "commit_step"):
             setattr(self, name, getattr(self, name)[:, :width])
@@ -660,7 +675,16 @@ class DecodeState:
             in_g = guided[r]
             uncond_at = (slot[r[in_g]], c[in_g])
             uidx = in_g.long().cumsum(0) - 1  # candidate -> its row in the unconditional head
-        head, uncond_head = forward_candidates(self.parts, ids, att, (r, c), uncond_at)
+        encode = None
+        if self.kv is not None and bool(self.cache_mode[sub].any()):  # approximate: models/kv_cache.py
+            encode = functools.partial(
+                self.kv.encode,
+                sub,
+                current=self.block[sub, :w] == self.cur[sub, None],
+                block=self.cur[sub],
+                mode=self.cache_mode[sub],
+            )
+        head, uncond_head = forward_candidates(self.parts, ids, att, (r, c), uncond_at, encode)
         self.forward_passes += 1
         vocab = head.shape[-1]
         seen_all = None
