@@ -137,7 +137,7 @@ def _batch_encoder(tokenizer: Any) -> Callable[[list[str]], list[list[int]]]:
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     fast = getattr(backend, "encode_batch_fast", None)
-    if fast is not None  and backend.truncation is None and backend.padding is None:
+    if fast is not None and backend.truncation is None and backend.padding is None:
         return lambda batch: [enc.ids for enc in fast(batch, add_special_tokens=False)]
 
     def slow(batch: list[str]) -> list[list[int]]:
