@@ -1,6 +1,6 @@
 """Multi-GB corpora: streaming keeps memory flat, tokenisation runs in parallel workers.
 
-    python benchmarks/corpus_scale.py [--marks 100,500,1000,2000] [--slice 200] [--dir /tmp/corpus-scale]
+    python benchmarks/corpus_scale.py [--marks 100,500,1000,2000] [--slice 100] [--dir /tmp/corpus-scale]
 
 1. writes a Turkish-like corpus of ``max(--marks)`` MB on disk, one document per line: the embedded
    corpus's documents when installed (else documents of the shared Turkish sentences), perturbed with
@@ -179,7 +179,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--marks", default="100,500,1000,2000", help="MB read at which memory is reported; "
                     "the largest is the corpus size")
-    ap.add_argument("--slice", type=int, default=200, help="MB tokenised with 1 and N workers (BPE)")
+    ap.add_argument("--slice", type=int, default=100, help="MB tokenised with 1 and N workers (BPE)")
     ap.add_argument("--workers", default="1,2", help="tokenisation worker counts compared on the slice")
     ap.add_argument("--stream-tokenizer", choices=("word", "bpe"), default="word")
     ap.add_argument("--pool", type=int, default=16, help="MB of perturbed documents the corpus repeats")
@@ -215,7 +215,7 @@ def main() -> int:
         corpus.unlink()  # disk: the slice is all that is needed from here on
         result["slice"] = {}
         for w in (int(x) for x in args.workers.split(",")):
-            result["slice"][w] = r = run_worker(part, bpe_dir, root / "blocks.npy", [100, args.slice], w)
+            result["slice"][w] = r = run_worker(part, bpe_dir, root / "blocks.npy", sorted({100, args.slice}), w)
             show(f"slice (byte-level BPE 8k, {w} worker(s))", r)
     finally:
         if not args.keep:
