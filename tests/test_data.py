@@ -23,6 +23,7 @@ from diffutron.data import (
     pack_token_stream,
     train_val_split,
 )
+from diffutron.data import packing as packing_mod
 from diffutron.data import sources as sources_mod
 
 SHARED = Path(__file__).parents[1] / ".." / "shared"
@@ -400,6 +401,52 @@ def test_build_blocks_writes_a_cache_and_reuses_it_without_reading_documents(tok
 def test_build_blocks_on_a_tiny_corpus_returns_an_empty_2d_array(tokenizer):
     blocks = build_blocks(["Merhaba."], tokenizer, block_size=512, progress=False)
     assert blocks.shape == (0, 512) and blocks.dtype == np.int32
+
+
+def _reference_blocks(tokenizer, docs: list[str], block_size: int) -> np.ndarray:
+    """Packing as it was first written: each document through the tokenizer's __call__, framed
+    <bos> ... <eos>, all concatenated and cut; the tail dropped."""
+    stream: list[int] = []
+    for d in docs:
+        stream += tokenizer(d)["input_ids"]
+    n = len(stream) // block_size
+    return np.asarray(stream[: n * block_size], dtype=np.int32).reshape(n, block_size)
+
+
+def test_the_streamed_cache_holds_the_same_blocks_and_bytes_as_before(tokenizer, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(packing_mod, "_WRITE_ROWS", 7)  # many write chunks and a partial last one
+    docs = [f"{s} {i}. satır." for i in range(60) for s in (S1, S2, S3, S4)]
+    expected = _reference_blocks(tokenizer, docs, 8)
+    cache = tmp_path / "blocks.npy"
+    blocks = build_blocks(docs, tokenizer, block_size=8, cache_path=cache, batch_docs=7, progress=False)
+    assert isinstance(blocks, np.memmap) and len(blocks) % 7 != 0
+    np.testing.assert_array_equal(blocks, expected)
+    np.save(tmp_path / "by_numpy.npy", expected)  # the file is exactly what numpy itself writes
+    assert cache.read_bytes() == (tmp_path / "by_numpy.npy").read_bytes()
+
+
+def test_a_tokenizer_that_truncates_goes_through_its_own_call_and_packs_the_same(tokenizer):
+    from transformers import PreTrainedTokenizerFast
+
+    truncating = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer.__class__.from_str(
+        tokenizer.backend_tokenizer.to_str()))
+    truncating.backend_tokenizer.enable_truncation(4)  # a backend setting the fast path must not inherit
+    truncating.bos_token, truncating.eos_token = tokenizer.bos_token, tokenizer.eos_token
+    docs = [S1, S2, S3, S4] * 3
+    np.testing.assert_array_equal(
+        build_blocks(docs, truncating, block_size=8, progress=False), _reference_blocks(tokenizer, docs, 8)
+    )
+
+
+def test_a_failure_while_streaming_leaves_neither_a_cache_nor_a_temporary_file(tokenizer, tmp_path: Path):
+    def docs():
+        yield from [S1, S2, S3, S4] * 5
+        raise OSError("disk went away")
+
+    cache = tmp_path / "blocks.npy"
+    with pytest.raises(OSError, match="disk went away"):
+        build_blocks(docs(), tokenizer, block_size=8, cache_path=cache, batch_docs=2, progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- split --------------------------------------------------------------------------------------

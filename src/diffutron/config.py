@@ -14,6 +14,7 @@ float, got 'fast'``). Each field is documented once, in its dataclass.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -53,6 +54,10 @@ class DataConfig:
     block_size: int = 128  # tokens per packed training sequence
     val_fraction: float = 0.02
     max_documents: int | None = None  # read at most this many documents (quick experiments)
+
+    def __post_init__(self) -> None:
+        if not self.sources:  # found by the fuzz suite: else "the data gave 0 blocks", naming nothing
+            raise ConfigError("data.sources is empty: list at least one corpus (a path, 'hub:<id>' or 'embedded')")
 
 
 @dataclass
@@ -132,6 +137,17 @@ class TrainingConfig:
     precision: str = "auto"  # auto (bf16 on GPUs, fp32 on CPU) | no | bf16 | fp16
     gradient_checkpointing: bool = False  # recompute activations in backward (transformers'): less memory, more time
     compile: bool | str = "auto"  # torch.compile the encoder: true | false | auto (one CUDA device; off on CPU: it does not pay back)
+
+    def __post_init__(self) -> None:
+        # found by the fuzz suite: a batch of -1 sequences failed deep inside torch.cat, naming nothing
+        for key in ("batch_size", "grad_accum"):
+            value = getattr(self, key)
+            if isinstance(value, int) and value < 1:
+                raise ConfigError(f"training.{key} must be at least 1, got {value}")
+        for key in ("epochs", "max_minutes"):  # inf epochs overflowed while sizing the run
+            value = getattr(self, key)
+            if isinstance(value, int | float) and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"training.{key} must be a positive finite number, got {value}")
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -76,7 +77,12 @@ def _eval(args: argparse.Namespace) -> int:
             pass  # no multiple-choice task with an accuracy: nothing to plot
         print("wrote " + ", ".join(written))
     failed = [k for k, v in data["tasks"].items() if v["error"]]
-    return 1 if failed and len(failed) == len(tasks) else 0
+    if failed and len(failed) == len(tasks):
+        # found by the fuzz suite: the reasons were only in the report, the exit status said nothing
+        reasons = "; ".join(f"{k}: {data['tasks'][k]['error']}" for k in failed)
+        print(f"diffutron: error: no task could be evaluated ({reasons})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _perplexity(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ __all__ = ["normalize", "turkish_casefold", "turkish_lower", "turkish_upper"]
 # ZWSP, ZWNJ, ZWJ and the BOM / ZWNBSP: invisible, so two visually identical Turkish strings would
 # otherwise tokenise differently. Removed before NFC so they cannot block a base letter from
 # composing with a following combining mark.
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\ufeff"))
+_ZERO_WIDTH_CHARS = "\u200b\u200c\u200d\ufeff"
 
 # Only the four letters whose Turkish case mapping differs from Unicode's default mapping.
 _TR_LOWER = str.maketrans({"I": "ı", "İ": "i"})
@@ -42,7 +42,11 @@ def normalize(text: str) -> str:
     Everything else (case, punctuation, spacing) is kept as it is. Idempotent.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = text.translate(_ZERO_WIDTH)
+    # str.translate looks every character up in a dict (~0.15 s per MB of Turkish); the four
+    # characters are rare, so find them first with the C-speed `in` and replace only those found.
+    for ch in _ZERO_WIDTH_CHARS:
+        if ch in text:
+            text = text.replace(ch, "")
     return unicodedata.normalize("NFC", text)
 
 
