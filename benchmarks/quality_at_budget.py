@@ -53,8 +53,8 @@ from diffutron.evaluation.sequential import SequenceNll, causal_nll, inorder_nll
 from diffutron.io import atomic_write_json, atomic_write_text
 from diffutron.models.checkpoint import load_checkpoint
 from diffutron.models.heads import MaskedLMParts
-from diffutron.recipes.quickstart import PROMPTS, quickstart_config
-from diffutron.sampling import GenerationConfig, generate
+from diffutron.recipes.quickstart import PROMPTS, quickstart_config, sample_config
+from diffutron.sampling import generate
 from diffutron.text.bos import with_bos
 from diffutron.training import train
 from diffutron.training.loop import BlockBatches, _lr_lambda, _TimeBudget
@@ -265,16 +265,7 @@ def samples(loaded, ar, seed: int) -> dict:
     """The quickstart's prompts continued by each model: 32 tokens, temperature 0.9, top-p 0.9,
     repetition penalty 1.2, the end token suppressed."""
     tok = loaded.tokenizer
-    gen = GenerationConfig(
-        max_new_tokens=32,
-        steps=32,
-        block_size=16,
-        temperature=0.9,
-        top_p=0.9,
-        repetition_penalty=1.2,
-        seed=seed,
-        suppress_tokens=(tok.eos_token_id,),
-    )
+    gen = sample_config(tok, seed)
     mdlm = generate(loaded.model, tok, PROMPTS, gen, schedule=loaded.settings.make_schedule()).texts
     out = {"mdlm": [{"prompt": p, "completion": c} for p, c in zip(PROMPTS, mdlm, strict=True)]}
     if ar is not None:

@@ -26,6 +26,16 @@ TURKISH_SENTENCES = [
 ]
 
 
+@pytest.fixture
+def one_thread():
+    """Micro models gain nothing from a second thread; one keeps timing-sensitive tests steady on a
+    busy machine. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def corpus_texts(n_docs: int = 30) -> list[str]:
     """Real Turkish running text: the embedded corpus when installed, else the sentences above."""
     try:

@@ -10,13 +10,7 @@ from diffutron.models.heads import MaskedLMParts
 from diffutron.models.kv_cache import MODE_IDS, EncoderKVCache
 from diffutron.sampling import GenerationConfig, generate, infill
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

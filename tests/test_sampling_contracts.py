@@ -19,13 +19,7 @@ from torch import nn
 
 from diffutron.sampling import GenerationConfig, generate
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def prompts_of(tokenizer, *lengths: int) -> list[list[int]]:

@@ -162,15 +162,17 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="eos-ends-the-batch",
         file="src/diffutron/sampling/engine.py",
-        original="ended |= _ended_by_eos(canvas, editable, mask_id, eos_id)",
-        replacement="ended |= _ended_by_eos(canvas, editable, mask_id, eos_id).any()",
+        original="ended |= self.stop_eos & _ended_by_eos(self.canvas, self.editable, mask_id, self.eos_id)",
+        replacement=(
+            "ended |= (self.stop_eos & _ended_by_eos(self.canvas, self.editable, mask_id, self.eos_id)).any()"
+        ),
         tests=("tests/test_sampling_contracts.py::test_one_row_ending_early_leaves_the_other_rows_running",),
         why="one row's end token finishes the whole batch",
     ),
     Mutation(
         name="sampler-attends-to-padding",
         file="src/diffutron/sampling/engine.py",
-        original="hidden = parts.encode(ids, None if bool(att.all()) else att)",
+        original="hidden = parts.encode(ids, None if bool(attention.all()) else attention)",
         replacement="hidden = parts.encode(ids, None)",
         tests=(
             "tests/test_sampling_contracts.py::test_padding_is_never_attended_to",

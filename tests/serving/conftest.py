@@ -11,12 +11,8 @@ MICRO = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, interme
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Micro models gain nothing from a second thread; one keeps these tests steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _serving_on_one_thread(one_thread):
+    """Every serving test runs on one torch thread (``one_thread`` in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,25 @@ def quickstart_config(minutes: float, seed: int = 0) -> RunConfig:
     )
 
 
+def sample_config(tokenizer, seed: int = 0) -> GenerationConfig:
+    """How the quickstart (and benchmarks comparing with it) continue ``PROMPTS``: 32 tokens each.
+
+    Sampled (seeded, so reproducible) rather than greedy: a few minutes of training leave a model
+    whose greedy, most-confident choices collapse onto frequent words ("Bu Bu."); nucleus sampling
+    shows what it has actually learned of the corpus' words and morphology. The end token is
+    suppressed: these are continuations of a running text."""
+    return GenerationConfig(
+        max_new_tokens=32,
+        steps=32,
+        block_size=16,
+        temperature=0.9,
+        top_p=0.9,
+        repetition_penalty=1.2,
+        seed=seed,
+        suppress_tokens=(tokenizer.eos_token_id,),
+    )
+
+
 def run_quickstart(
     out_dir: str | Path = "runs/quickstart", minutes: float = 5.0, seed: int = 0, progress: bool = True
 ) -> dict:
@@ -76,20 +95,7 @@ def run_quickstart(
     resume = latest_checkpoint(out_dir / "checkpoints") is not None
     result = train(quickstart_config(minutes, seed), out_dir, resume=resume, progress=progress)
     loaded = load_checkpoint(result.model_dir)
-    # Sampled (seeded, so reproducible) rather than greedy: a few minutes of training leave a model
-    # whose greedy, most-confident choices collapse onto frequent words ("Bu Bu."); nucleus sampling
-    # shows what it has actually learned of the corpus' words and morphology.
-    # The end token is suppressed: these are continuations of a running text, 32 tokens each.
-    gen = GenerationConfig(
-        max_new_tokens=32,
-        steps=32,
-        block_size=16,
-        temperature=0.9,
-        top_p=0.9,
-        repetition_penalty=1.2,
-        seed=seed,
-        suppress_tokens=(loaded.tokenizer.eos_token_id,),
-    )
+    gen = sample_config(loaded.tokenizer, seed)
     out = generate(loaded.model, loaded.tokenizer, PROMPTS, gen, schedule=loaded.settings.make_schedule())
     samples = [{"prompt": p, "completion": c} for p, c in zip(PROMPTS, out.texts, strict=True)]
     summary = {
