@@ -195,17 +195,19 @@ class _Unigram(torch.nn.Module):
         return type("O", (), {"logits": self.bias.expand(*input_ids.shape, -1)})()
 
 
+@pytest.mark.parametrize("estimator", ["time", "count"])
 @pytest.mark.parametrize("name, kwargs", [("loglinear", {"eps": 0.3}), ("linear", {}), ("cosine", {})])
-def test_elbo_perplexity_is_an_upper_bound_for_every_schedule(name, kwargs):
+def test_elbo_perplexity_is_an_upper_bound_for_every_schedule(name, kwargs, estimator):
     """For one-token sequences the exact NLL is CE(x | [M]); the ELBO must not read below it. Without
-    the prior term a loglinear schedule reads (1 - eps) CE: 30 % low here."""
+    the prior term a loglinear schedule's ``time`` estimate reads (1 - eps) CE: 30 % low here."""
     model = _Unigram(12)
     blocks = torch.randint(5, 12, (400, 1), generator=torch.Generator().manual_seed(1))
     logp = torch.log_softmax(model.bias.detach().index_fill(0, torch.tensor([4]), float("-inf")), -1)
     nll = float(-logp[blocks.squeeze(1)].mean())
     r = elbo_perplexity(
-        MaskedLMParts(model), blocks, schedule=get_schedule(name, **kwargs), mask_id=4, t_samples=16
-    )
+        MaskedLMParts(model), blocks, schedule=get_schedule(name, **kwargs), mask_id=4, t_samples=16,
+        estimator=estimator,
+    )  # fmt: skip
     assert r.nelbo_per_token == pytest.approx(nll, rel=0.08)
 
 
@@ -265,7 +267,8 @@ def _exact_linear_nelbo(parts: MaskedLMParts, blocks: torch.Tensor, mask_id: int
     return (ce * weight).sum(1)
 
 
-def test_elbo_perplexity_estimates_the_exact_elbo_within_its_standard_error(micro_model, tokenizer):
+@pytest.mark.parametrize("estimator", ["time", "count"])
+def test_elbo_perplexity_estimates_the_exact_elbo_within_its_standard_error(micro_model, tokenizer, estimator):
     """Sequences of 5 tokens have 31 masks, so the continuous-time ELBO of a real (random) model can be
     computed exactly; the stratified estimate must land within a few of its standard errors, and the
     estimate per token averages over t-samples (a sum would be t_samples times too large)."""
@@ -276,8 +279,61 @@ def test_elbo_perplexity_estimates_the_exact_elbo_within_its_standard_error(micr
     assert 0.8 * math.log(len(tokenizer)) < exact < 1.2 * math.log(len(tokenizer))  # about uniform
     for t_samples in (4, 8):
         r = elbo_perplexity(
-            parts, blocks, schedule=get_schedule("linear"), mask_id=mask_id, t_samples=t_samples, seed=0
-        )
+            parts, blocks, schedule=get_schedule("linear"), mask_id=mask_id, t_samples=t_samples, seed=0,
+            estimator=estimator,
+        )  # fmt: skip
         assert r.tokens == 320 and 0 < r.stderr_nelbo < 0.2 * exact
         assert abs(r.nelbo_per_token - exact) < 3 * r.stderr_nelbo, (r.nelbo_per_token, exact, r.stderr_nelbo)
         assert r.perplexity == pytest.approx(math.exp(r.nelbo_per_token))
+
+
+def test_count_estimator_masks_exactly_k_uniform_maskable_positions_with_weight_n_over_k():
+    from diffutron.diffusion.masking import mask_counts, sample_counts
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.arange(10, 10 + 8 * 12).reshape(8, 12)
+    maskable = torch.ones(8, 12, dtype=torch.bool)
+    maskable[:, :4] = False  # a prompt: never masked
+    maskable[7] = False  # a row with nothing to mask
+    # systematic over the batch: 8 rows of n = 8 get the counts 1..8 once each (row 7 has n = 0)
+    full = torch.ones(8, 8, dtype=torch.bool)
+    assert sorted(sample_counts(full, generator=g).tolist()) == list(range(1, 9))
+    noisy, masked, weights = mask_counts(ids, maskable, 3, generator=g)
+    n = maskable.sum(1)
+    k = masked.sum(1)
+    assert not (masked & ~maskable).any() and (noisy[masked] == 3).all() and (noisy[~masked] == ids[~masked]).all()
+    assert ((k >= 1) | (n == 0)).all() and (k <= n).all() and k[7] == 0
+    torch.testing.assert_close(weights[:7], n[:7].float() / k[:7].float())
+    assert weights[7] == 0
+    # the masked set is a uniform k-subset: each maskable position equally often over many draws
+    hits = torch.zeros(12)
+    for _ in range(2000):
+        _, m, _ = mask_counts(ids[:1], maskable[:1], 3, k=torch.tensor([3]), generator=g)
+        hits += m[0].float()
+    assert hits[:4].sum() == 0 and hits.sum() == 6000
+    assert (hits[4:] / 6000 - 1 / 8).abs().max() < 0.02
+
+
+def test_count_estimator_estimates_the_exact_elbo_with_less_variance_than_time(micro_model, tokenizer):
+    """Both draws estimate the same continuous-time NELBO (masking.py derives why): their means must
+    land within a few standard errors of the exact value, computed by enumerating every mask of
+    5-token sequences; the count draw removes the binomial noise of the time draw."""
+    mask_id = tokenizer.mask_token_id
+    blocks = torch.randint(5, len(tokenizer), (64, 5), generator=torch.Generator().manual_seed(0))
+    maskable = torch.ones_like(blocks, dtype=torch.bool)
+    parts = MaskedLMParts(micro_model.eval())
+    exact = float(_exact_linear_nelbo(parts, blocks, mask_id).sum()) / blocks.numel()
+    draws = {}
+    with torch.no_grad():
+        for estimator in ("time", "count"):
+            g = torch.Generator().manual_seed(1)
+            draws[estimator] = torch.tensor([
+                float(mdlm_loss(parts, blocks, maskable, schedule=get_schedule("linear"), mask_id=mask_id,
+                                generator=g, estimator=estimator).loss)
+                for _ in range(60)
+            ], dtype=torch.float64)  # fmt: skip
+    for estimator, d in draws.items():
+        stderr = float(d.std() / math.sqrt(len(d)))
+        assert abs(float(d.mean()) - exact) < 3.5 * stderr, (estimator, float(d.mean()), exact, stderr)
+    assert draws["count"].var() < 0.7 * draws["time"].var(), (draws["count"].var(), draws["time"].var())
+

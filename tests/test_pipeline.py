@@ -226,7 +226,7 @@ def test_recipe_check_names_each_problem_on_its_stage(tmp_path, capsys):
             {
                 "name": "sft",
                 "sft": {"sources": [str(tmp_path / "missing.jsonl")], "too_long": "cut", "val_fraction": 0.0},
-                "diffusion": {"normalization": "batch"},
+                "diffusion": {"normalization": "batch", "estimator": "counts"},
             },
         ],
     }
@@ -244,6 +244,7 @@ def test_recipe_check_names_each_problem_on_its_stage(tmp_path, capsys):
     ]
     assert sft == [
         "diffusion.normalization must be one of ('token', 'sequence')",
+        "diffusion.estimator must be one of ('time', 'count')",
         "sft.too_long must be one of ('drop', 'truncate'), got 'cut'",
         "sft.val_fraction must be in (0, 1) so the stage can be validated, got 0.0",
         "SFT source not found",

@@ -65,8 +65,10 @@ class DiffusionConfig:
     schedule: str = "linear"  # linear | loglinear | cosine
     schedule_args: dict[str, Any] = field(default_factory=dict)
     normalization: str = "token"  # token | sequence
-    stratified_t: bool = True  # systematic t over each batch: (u + i/B) mod 1, one shared offset u
+    stratified_t: bool = True  # systematic t (or k) over each batch: (u + i/B) mod 1, one shared offset u
     t_eps: float = 1e-3
+    estimator: str = "time"  # time: Bernoulli(1 - alpha(t)) masks, weight w(t) | count: k ~ U{1..n} masks, weight n/k
+
 
 
 @dataclass

@@ -3,16 +3,21 @@
     result = elbo_perplexity(parts, blocks, schedule=s, mask_id=m, t_samples=8, seed=0)
     result.perplexity, result.stderr_nelbo
 
-Each sequence is scored at ``t_samples`` noise levels spread evenly over [eps, 1) with one random
-offset (stratified), so a handful of samples already gives a stable number. The same loss code as
+Each sequence is scored at ``t_samples`` draws spread evenly with one random offset (stratified):
+with the default ``count`` estimator, masks of exactly k tokens for k spread over 1..n with weight
+n / k; with ``time``, noise levels spread over [eps, 1) with Bernoulli masks and weight w(t). Both
+estimate the same NELBO (``masking`` derives why; a test checks both against the exact value), but the
+``count`` draw has no binomial noise in how many tokens are masked, so its standard error is far smaller
+at the same cost. The same loss code as
 training computes every term, so the number is comparable with the training loss. The standard error
 is taken over sequences; bits per token are reported too.
 
-Every schedule reports an upper bound: where alpha(1) > 0 (``loglinear``: alpha(1) = eps) a token
-is still clean at t = 1 with probability alpha(1), a share of the likelihood the diffusion integral
-never covers; the prior term alpha(1) * sum_i CE_i(all maskable positions masked) adds it (one more
-forward pass per batch; without it ``loglinear`` read 0.4-1 % low). Linear and cosine have
-alpha(1) = 0 and no such term.
+Every schedule reports an upper bound. With ``time``, where alpha(1) > 0 (``loglinear``: alpha(1) =
+eps) a token is still clean at t = 1 with probability alpha(1), a share of the likelihood the
+diffusion integral never covers; the prior term alpha(1) * sum_i CE_i(all maskable positions masked)
+adds it (one more forward pass per batch; without it ``loglinear`` read 0.4-1 % low). Linear and
+cosine have alpha(1) = 0 and no such term. The ``count`` draw always covers every count 1..n, i.e. the
+bound of a schedule that masks everything at t = 1 (for ``loglinear`` within eps of its own).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..models.heads import MaskedLMParts
 from .loss import weighted_masked_nll
-from .masking import T_EPS, mask_tokens
+from .masking import T_EPS, mask_counts, mask_tokens
 from .schedules import Schedule
 
 
@@ -65,6 +70,7 @@ def elbo_perplexity(
     seed: int = 0,
     eps: float = T_EPS,
     progress: bool = False,
+    estimator: str = "count",
 ) -> ElboResult:
     """NELBO per token of ``blocks`` [N, L] (token ids). ``maskable`` defaults to the attention mask
     (padding is neither masked nor scored), or to every position when there is none."""
@@ -76,7 +82,9 @@ def elbo_perplexity(
         maskable = (
             attention_mask.bool() if attention_mask is not None else torch.ones_like(blocks, dtype=torch.bool)
         )
-    prior = prior_weight(schedule)
+    if estimator not in ("time", "count"):
+        raise ValueError(f"estimator must be 'time' or 'count', got {estimator!r}")
+    prior = prior_weight(schedule) if estimator == "time" else 0.0
     per_seq_nelbo, per_seq_tokens = [], []
     bar = tqdm(total=blocks.shape[0], desc="ELBO", unit="seq", disable=not progress)
     for start in range(0, blocks.shape[0], batch_size):
@@ -86,11 +94,17 @@ def elbo_perplexity(
         b = ids.shape[0]
         u = torch.rand(b, generator=generator, dtype=torch.float64)
         total = torch.zeros(b, dtype=torch.float64)
-        for k in range(t_samples):
-            t = eps + (1 - eps) * ((u + k / t_samples) % 1.0)
-            t = t.float().to(device)
-            noisy, masked = mask_tokens(ids, mk, t, schedule, mask_id, generator=generator)
-            nll = weighted_masked_nll(parts, ids, noisy, masked, am, schedule.weight(t), suppress_id=mask_id)
+        n = mk.sum(dim=1).cpu().double()
+        for j in range(t_samples):
+            q = (u + j / t_samples) % 1.0
+            if estimator == "count":
+                k = torch.minimum(1.0 + torch.floor(q * n), n).long()
+                noisy, masked, weights = mask_counts(ids, mk, mask_id, k=k, generator=generator)
+            else:
+                t = (eps + (1 - eps) * q).float().to(device)
+                noisy, masked = mask_tokens(ids, mk, t, schedule, mask_id, generator=generator)
+                weights = schedule.weight(t)
+            nll = weighted_masked_nll(parts, ids, noisy, masked, am, weights, suppress_id=mask_id)
             total += nll.sum(dim=1).double().cpu()
         total *= 1.0 / t_samples
         if prior > 0:  # the share alpha(1) still clean at t = 1, predicted from the fully masked row

@@ -4,7 +4,9 @@ NELBO(x0) = E_t [ w(t) * sum_{i masked} -log p(x0_i | x_t) ],  w(t) = -alpha'(t)
 
 One call of ``mdlm_loss`` on a batch:
   1. one t per sequence (systematic over the batch by default: one offset, evenly spaced);
-  2. mask each maskable token with probability 1 - alpha(t);
+  2. mask each maskable token with probability 1 - alpha(t) (``estimator="time"``), or mask exactly
+     k ~ U{1..n} of a row's n maskable tokens with weight n / k instead of w(t) (``"count"``: the same
+     NELBO in expectation with less variance; see ``masking``);
   3. encode the noisy batch; run the output head only on masked rows, in chunks when the
      [rows x vocab] logits would be large (each chunk re-computed in backward instead of stored);
   4. cross-entropy with the mask token's logit at -inf (the model never predicts [M], MDLM "SUBS");
@@ -23,10 +25,11 @@ from dataclasses import dataclass
 import torch
 
 from ..models.heads import MAX_LOGIT_ELEMENTS, MaskedLMParts, head_cross_entropy
-from .masking import T_EPS, mask_tokens, sample_times
+from .masking import T_EPS, mask_counts, mask_tokens, sample_times
 from .schedules import Schedule
 
 NORMALIZATIONS = ("token", "sequence")
+ESTIMATORS = ("time", "count")
 __all__ = ["LossOutput", "head_cross_entropy", "mdlm_loss", "weighted_masked_nll", "MAX_LOGIT_ELEMENTS"]
 
 
@@ -97,15 +100,25 @@ def mdlm_loss(
     eps: float = T_EPS,
     sparse_head: bool = True,
     max_logit_elements: int = MAX_LOGIT_ELEMENTS,
+    estimator: str = "time",
 ) -> LossOutput:
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     batch = input_ids.shape[0]
-    if t is None:
-        t = sample_times(batch, eps=eps, stratified=stratified, generator=generator, device=input_ids.device)
-    t = t.to(input_ids.device)  # a t given on the CPU for GPU inputs: weights index GPU masks below
-    noisy, masked = mask_tokens(input_ids, maskable, t, schedule, mask_id, generator=generator)
-    weights = schedule.weight(t.float())
+    if estimator == "count" and t is None:
+        noisy, masked, weights = mask_counts(
+            input_ids, maskable, mask_id, stratified=stratified, generator=generator
+        )
+    else:
+        if t is None:
+            t = sample_times(
+                batch, eps=eps, stratified=stratified, generator=generator, device=input_ids.device
+            )
+        t = t.to(input_ids.device)  # a t given on the CPU for GPU inputs: weights index GPU masks below
+        noisy, masked = mask_tokens(input_ids, maskable, t, schedule, mask_id, generator=generator)
+        weights = schedule.weight(t.float())
     nll = weighted_masked_nll(
         parts,
         input_ids,

@@ -1,10 +1,21 @@
-"""The forward (noising) process of masked diffusion.
+"""The forward (noising) process of masked diffusion, and the two ways of drawing it for the ELBO.
 
     t = sample_times(batch, generator=g)                      # one t per sequence, systematic
     noisy, masked = mask_tokens(ids, maskable, t, schedule, mask_id, generator=g)
+    noisy, masked, weights = mask_counts(ids, maskable, mask_id, generator=g)
 
-Each maskable token is replaced by the mask token independently with probability 1 - alpha(t).
-Non-maskable positions (padding, SFT prompts) are never touched.
+``mask_tokens`` (the ``time`` estimator): each maskable token is replaced by the mask token
+independently with probability 1 - alpha(t); the ELBO weight is w(t).
+
+``mask_counts`` (the ``count`` estimator): each row gets a number k of masked tokens drawn uniformly
+from 1..n (n = its maskable tokens), exactly k positions chosen at random are masked, and the weight
+is n / k. It estimates the same NELBO: given k masked tokens, the masked set is a uniform k-subset
+under both draws, and integrating w(t) against the binomial chance of k masks gives
+int_0^1 (1/m) C(n, k) m^k (1 - m)^(n - k) dm = 1/k for every schedule with alpha(0) = 1 and
+alpha(1) = 0 (substitute m = 1 - alpha(t), dm / m = w(t) dt). So sum_k 1/k E[CE | k] = E_k~U[(n/k) CE].
+What it removes is the binomial noise of the count at each t: the ``time`` draw puts a weight of up
+to 1/eps on the one or two tokens a small t masks, the ``count`` draw never more than n.
+Non-maskable positions (padding, SFT prompts) are never touched by either.
 """
 
 from __future__ import annotations
@@ -51,3 +62,44 @@ def mask_tokens(
     masked = (u < p_mask.to(input_ids.device)) & maskable
     noisy = torch.where(masked, torch.full_like(input_ids, mask_id), input_ids)
     return noisy, masked
+
+
+def sample_counts(
+    maskable: torch.Tensor,
+    *,
+    stratified: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Masked-token counts k in 1..n per row (n = the row's maskable tokens; 0 where n = 0), uniform.
+    ``stratified``: systematic over the batch like ``sample_times``: k_i = 1 + floor(((u + i/B) mod 1) n_i)."""
+    n = maskable.sum(dim=1).cpu().to(torch.float64)
+    batch = n.shape[0]
+    if stratified:
+        u = torch.rand(1, generator=generator, dtype=torch.float64)
+        q = (u + torch.arange(batch, dtype=torch.float64) / batch) % 1.0
+    else:
+        q = torch.rand(batch, generator=generator, dtype=torch.float64)
+    return torch.minimum(1.0 + torch.floor(q * n), n).long()
+
+
+def mask_counts(
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    mask_id: int,
+    *,
+    k: torch.Tensor | None = None,
+    stratified: bool = True,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (noisy ids, bool mask of the masked positions, per-row ELBO weights n / k): exactly
+    ``k`` (default: ``sample_counts``) random maskable positions of each row are masked."""
+    if k is None:
+        k = sample_counts(maskable, stratified=stratified, generator=generator)
+    n = maskable.sum(dim=1).cpu()
+    # Draw on CPU with the caller's generator so the masks are reproducible on any device.
+    scores = torch.rand(input_ids.shape, generator=generator).masked_fill_(~maskable.cpu(), 2.0)
+    rank = scores.argsort(dim=1).argsort(dim=1)  # 0 = the first position to mask
+    masked = (rank < k[:, None]).to(input_ids.device) & maskable
+    noisy = torch.where(masked, torch.full_like(input_ids, mask_id), input_ids)
+    weights = (n.double() / k.clamp(min=1).double()).float().to(input_ids.device)
+    return noisy, masked, weights

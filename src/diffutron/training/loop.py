@@ -395,6 +395,7 @@ def _step(run: _Run) -> tuple[torch.Tensor, int]:
                 generator=run.generator,
                 stratified=run.cfg.diffusion.stratified_t,
                 eps=run.cfg.diffusion.t_eps,
+                estimator=run.cfg.diffusion.estimator,
             )
             accelerator.backward(out.loss / tc.grad_accum)
         loss_sum += out.loss.detach() / tc.grad_accum

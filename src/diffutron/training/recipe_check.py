@@ -22,7 +22,7 @@ import torch
 
 from ..config import RecipeConfig
 from ..data.sft import TOO_LONG, as_source, label
-from ..diffusion.loss import NORMALIZATIONS
+from ..diffusion.loss import ESTIMATORS, NORMALIZATIONS
 from ..diffusion.schedules import get_schedule
 from ..models.lora import apply_lora, trainable_share
 from ..models.presets import PRESETS, preset_config
@@ -182,6 +182,8 @@ def check_recipe(recipe: RecipeConfig) -> RecipeCheck:
             row.problems.append(f"diffusion.schedule: {exc}")
         if stage.diffusion.normalization not in NORMALIZATIONS:
             row.problems.append(f"diffusion.normalization must be one of {NORMALIZATIONS}")
+        if stage.diffusion.estimator not in ESTIMATORS:
+            row.problems.append(f"diffusion.estimator must be one of {ESTIMATORS}")
         max_pos = getattr(config, "max_position_embeddings", None)
         if max_pos is not None and row.length > max_pos:
             row.problems.append(f"length {row.length} exceeds the model's {max_pos} positions")
