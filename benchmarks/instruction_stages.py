@@ -318,8 +318,12 @@ def run_arm(arm: str, seed: int, base: Path, sets: dict[str, HeldOut], args) -> 
     return row
 
 
+def fmt_pm(value: float, se: float) -> str:
+    return f"{value:,.2f} ± {se:,.2f}" if value < 1e5 else f"{value:.3e} ± {se:.1e}"  # an untuned base: huge
+
+
 def fmt_ppl(r: dict) -> str:
-    return f"{r['answer_ppl']:,.2f} ± {r['answer_ppl'] * r['stderr_nelbo']:,.2f}"  # s.e. by the delta method
+    return fmt_pm(r["answer_ppl"], r["answer_ppl"] * r["stderr_nelbo"])  # the s.e. by the delta method
 
 
 def fmt_em(r: dict | None) -> str:
@@ -353,7 +357,7 @@ def mean_table(runs: list[dict]) -> str:
         cells = []
         for key in SETS:
             m = mean_with_stderr([run["arms"][arm][key]["answer_ppl"] for run in runs])
-            cells.append(f"{m.value:,.2f} ± {m.stderr:,.2f}")
+            cells.append(fmt_pm(m.value, m.stderr))
         em = [run["arms"][arm]["task_em"]["exact_match"] for run in runs if "task_em" in run["arms"][arm]]
         m = mean_with_stderr(em)
         cells.append(f"{100 * m.value:.1f} % ± {100 * m.stderr:.1f}" if em else "—")
