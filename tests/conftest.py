@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def load_script(relative: str) -> ModuleType:
+    """A script of the repository (``benchmarks/x.py``, ``tools/x.py``) imported as a module named
+    after its file, so its tests call its functions instead of a subprocess."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name while being built
+    spec.loader.exec_module(module)
+    return module
 
 # Real Turkish sentences written for these tests (not copied from any corpus).
 TURKISH_SENTENCES = [

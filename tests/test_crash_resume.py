@@ -5,24 +5,17 @@ good checkpoint intact. The full torture (10 kills, recipes too) is ``benchmarks
 from __future__ import annotations
 
 import errno
-import importlib.util
-import sys
 from pathlib import Path
 
 import accelerate
+from conftest import load_script
 
 from diffutron.cli import main as cli
 from diffutron.training.state import checkpoint_dirs
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "crash_resume.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("crash_resume", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["crash_resume"] = mod  # dataclasses look their module up while being built
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/crash_resume.py")
 
 
 def test_kill_9_inside_a_checkpoint_write_and_at_a_step_then_resume_is_bit_identical(tmp_path):

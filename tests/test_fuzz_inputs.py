@@ -4,19 +4,11 @@ an unnamed error or a half-written output. The full suite (1,000+ cases) is ``be
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_inputs.py"
+from conftest import load_script
 
 
 def _fuzz():
-    spec = importlib.util.spec_from_file_location("fuzz_inputs", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["fuzz_inputs"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/fuzz_inputs.py")
 
 
 def test_generated_hostile_inputs_end_in_clean_errors_or_success(tmp_path):

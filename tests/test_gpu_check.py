@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
+
+from conftest import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -16,10 +16,7 @@ def test_gpu_check_script_is_valid_bash():
 
 
 def test_gpu_check_cpu_smoke_writes_every_number(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_check", BENCH / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = mod
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/gpu_check.py")
     out = tmp_path / "check.json"
     mod.main(["--cpu-smoke", "--out", str(out)])
     report = json.loads(out.read_text())

@@ -3,26 +3,20 @@ base and is scored on the very rows its stages held out (the benchmark's compari
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from diffutron.models.checkpoint import DiffusionSettings, save_checkpoint
 from diffutron.training.pipeline import stage_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "instruction_stages.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("instruction_stages", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["instruction_stages"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/instruction_stages.py")
 
 
 def test_step_budgets_are_equal_and_the_mixed_stage_keeps_every_sources_share():
