@@ -199,9 +199,11 @@ def test_sigterm_drains_in_flight_requests_and_exits(serve_ckpt):
 def test_sigterm_fails_what_outlasts_the_drain_cleanly_and_exits(serve_ckpt):
     """A request longer than the drain ends with an error chunk and [DONE] (not a cut connection), soon
     after the drain time, and the process exits."""
-    proc, url = serve_subprocess(serve_ckpt, drain=1)
+    # 192 passes take seconds on a micro model even on an idle machine; 64 (steps are capped at the
+    # answer's tokens) could finish inside a 1 s drain there, and the test then saw no error chunk.
+    proc, url = serve_subprocess(serve_ckpt, drain=0.2)
     try:
-        body = {**OK, "max_tokens": 64, "steps": 1000, "block_size": 64, "stream": True}
+        body = {**OK, "max_tokens": 192, "steps": 192, "block_size": 64, "stream": True}
         result, seconds = stream_through_sigterm(proc, url, body)
         log = proc.stdout.read().decode()
         assert result.get("status") == 200, (result, log)
