@@ -13,8 +13,10 @@ filler text up to 256 and 512 tokens), on the same held-out items:
 exact match (± standard error), forward passes per answer, answer tokens per second at batch 1 and
 the speed-up over the reference measured in the same run. Then batch 8: the engine's throughput on 8
 prompts at a time against a straightforward batched sampler (LLaDA's loop over a batch).
-The model never saw a prompt longer than ~35 tokens, so exact match with filler measures how the
-decoders cope with a context it was not trained on; speed is what those rows are for.
+The filler goes inside the user message, before the question. A model trained with
+``testbed_numbers.py --context 512`` (questions after up to 512 tokens of the embedded corpus; the
+default model when it exists) answers there too, so the long-prompt rows compare decoders at a real
+exact match; a model of the first stage only never saw a prompt longer than ~35 tokens.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import torch
 from sampling import reference_generate
-from testbed_numbers import items
+from testbed_numbers import items, long_question
 from turkish_sentences import SENTENCES
 
 from diffutron.models.checkpoint import load_checkpoint
@@ -38,19 +40,11 @@ from diffutron.text.chat import extract_answer, format_chat
 
 
 def prompt_ids(tok, question: str, total: int | None) -> list[int]:
-    """<bos> + (filler up to ``total`` tokens) + the chat prompt of ``question``."""
-    chat = tok(
-        format_chat([{"role": "user", "content": question}], add_generation_prompt=True),
-        add_special_tokens=False,
-    ).input_ids
-    filler: list[int] = []
-    if total:
-        text = " ".join(SENTENCES)
-        ids = tok(text + " ", add_special_tokens=False).input_ids
-        while len(filler) < total - 1 - len(chat):
-            filler += ids
-        filler = filler[: max(0, total - 1 - len(chat))]
-    return [tok.bos_token_id, *filler, *chat]
+    """<bos> + the chat prompt of ``question`` after Turkish filler, ``total`` tokens at most (the
+    testbed's own prompt when ``total`` is 0)."""
+    content = long_question(tok, question, total, " ".join(SENTENCES)) if total else question
+    chat = format_chat([{"role": "user", "content": content}], add_generation_prompt=True)
+    return [tok.bos_token_id, *tok(chat, add_special_tokens=False).input_ids]
 
 
 @torch.no_grad()
@@ -103,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    loaded = load_checkpoint(args.model or f"runs/testbed-numbers-{args.task}/numbers/model")
+    if args.model is None:
+        runs = Path(f"runs/testbed-numbers-{args.task}")
+        long = runs / "context512" / "model"
+        args.model = str(long if long.exists() else runs / "numbers" / "model")
+    print(f"model: {args.model}")
+    loaded = load_checkpoint(args.model)
     model, tok = loaded.model.eval(), loaded.tokenizer
     schedule = loaded.settings.make_schedule()
     mask_id, eos = loaded.mask_id, tok.eos_token_id

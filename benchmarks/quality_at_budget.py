@@ -343,6 +343,8 @@ def run_seed(seed: int, args, train_docs: list[str], heldout: dict[str, list[str
         print(f"[seed {seed}] AR ({row['ar_parameters']:,} parameters): {budget} ...", flush=True)
         minutes = None if args.steps else args.minutes
         row["ar_train"] = train_ar(ar, data, cfg.training, minutes, progress=not args.no_progress)
+        ar.save_pretrained(run_dir / "ar")  # beside the MDLM's model: a reference for generative perplexity
+        loaded.tokenizer.save_pretrained(run_dir / "ar")
         load.append(os.getloadavg()[0])
     row["load_average"] = load  # 1-minute load at the start, after the MDLM, after the AR
     loaded.model.eval()

@@ -16,6 +16,12 @@ project's own recipe code (one SFT stage from scratch on a tokenizer trained on 
 
 The trained model is cached in ``--out``; every decoder is then measured on the same held-out items:
 exact match (with its standard error), forward passes per answer, answer tokens per second.
+
+``--context N`` adds a second SFT stage, continued from the first one's model, whose questions come
+after up to N tokens of unrelated Turkish text (spans of the embedded corpus, of random length), so that
+the model answers the same question at the end of a long prompt: the testbed of
+``benchmarks/generation_speed.py`` at 256 and 512 prompt tokens (``long_question`` builds its prompts,
+with filler from another text).
 """
 
 from __future__ import annotations
@@ -126,32 +132,112 @@ def write_task_files(
     return rows, tokenizer_dir, test
 
 
-def testbed_recipe(rows: Path, tokenizer_dir: Path, minutes: float, seed: int):
+def corpus_spans(tokenizer) -> tuple[str, list[tuple[int, int]]]:
+    """The embedded corpus as one text and the character span of each of its tokens."""
+    from diffutron.data import embedded_documents
+
+    text = "\n".join(embedded_documents())
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    return text, enc.offset_mapping
+
+
+def write_context_rows(
+    path: Path, tokenizer, train: list[tuple[str, str, int]], context: int, seed: int
+) -> None:
+    """SFT rows whose question follows a span of the embedded corpus of 0..``context`` - 48 tokens
+    (uniform), one paragraph break apart: the answer depends on the last line only."""
+    text, spans = corpus_spans(tokenizer)
+    rng = random.Random(seed)
+    longest = context - 48  # room for the chat markers, the question and <bos>
+    with path.open("w", encoding="utf-8") as f:
+        for prompt, answer, _ in train:
+            n = rng.randint(0, longest)
+            if n:
+                start = rng.randrange(len(spans) - n)
+                filler = text[spans[start][0] : spans[start + n - 1][1]].strip()
+                prompt = f"{filler}\n\n{prompt}"
+            f.write(json.dumps({"instruction": prompt, "output": answer}, ensure_ascii=False) + "\n")
+
+
+def long_question(tokenizer, question: str, total: int, filler: str) -> str:
+    """``question`` after as much of ``filler`` (repeated as needed) as keeps the chat prompt with
+    ``<bos>`` at most ``total`` tokens; ``total`` 0 or too small for any filler: the question alone."""
+    from diffutron.text.chat import format_chat
+
+    def size(n_chars: int) -> int:
+        content = f"{source[:n_chars].strip()}\n\n{question}" if n_chars else question
+        chat = format_chat([{"role": "user", "content": content}], add_generation_prompt=True)
+        return 1 + len(tokenizer(chat, add_special_tokens=False).input_ids)
+
+    source = filler
+    while len(source) < 8 * total:  # at least a character per token, with room to spare
+        source += " " + filler
+    lo, hi = 0, len(source)  # the most characters that fit: size() grows with n_chars
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if size(mid) <= total else (lo, mid - 1)
+    return f"{source[:lo].strip()}\n\n{question}" if lo else question
+
+
+def testbed_recipe(
+    rows: Path,
+    tokenizer_dir: Path,
+    minutes: float,
+    seed: int,
+    context: int = 0,
+    context_minutes: float = 5.0,
+):
+    stages = [
+        {
+            "name": "numbers",
+            "sft": {"sources": [{"path": str(rows)}], "max_length": 64, "val_fraction": 0.01},
+            "training": {
+                "max_steps": 100_000,
+                "max_minutes": minutes,
+                "batch_size": 32,
+                "lr": 2e-3,
+                "warmup_steps": 50,
+                "eval_every": 0,
+                "eval_blocks": 64,
+                "save_every": 200,
+                "keep_last": 1,
+                "log_every": 20,
+                "seed": seed,
+            },
+        }
+    ]
+    if context:
+        long_rows = rows.with_name(f"train-context{context}.jsonl")
+        stages.append(
+            {
+                "name": f"context{context}",
+                "sft": {
+                    "sources": [{"path": str(long_rows)}],
+                    "max_length": context + 32,
+                    "val_fraction": 0.01,
+                },
+                "training": {
+                    "max_steps": 100_000,
+                    "max_minutes": context_minutes,
+                    "batch_size": 8,
+                    "lr": 1e-3,
+                    "warmup_steps": 20,
+                    "eval_every": 0,
+                    "eval_blocks": 32,
+                    "save_every": 100,
+                    "keep_last": 1,
+                    "log_every": 20,
+                    "seed": seed,
+                },
+            }
+        )
     return recipe_from_dict(
         {
             "name": "testbed-numbers",
             "description": "Turkish numbers in words: an exact-match testbed for decoders.",
             "model": {"preset": "tiny"},
             "tokenizer": {"path": str(tokenizer_dir)},
-            "stages": [
-                {
-                    "name": "numbers",
-                    "sft": {"sources": [{"path": str(rows)}], "max_length": 64, "val_fraction": 0.01},
-                    "training": {
-                        "max_steps": 100_000,
-                        "max_minutes": minutes,
-                        "batch_size": 32,
-                        "lr": 2e-3,
-                        "warmup_steps": 50,
-                        "eval_every": 0,
-                        "eval_blocks": 64,
-                        "save_every": 200,
-                        "keep_last": 1,
-                        "log_every": 20,
-                        "seed": seed,
-                    },
-                }
-            ],
+            "stages": stages,
         }
     )
 
@@ -231,6 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--length", type=int, default=32, help="max_new_tokens (answers take 20-23 + <eos>)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        help="add a stage whose questions follow up to this many tokens of other text (0: none)",
+    )
+    ap.add_argument("--context-minutes", type=float, default=5.0, help="training budget of that stage")
+    ap.add_argument(
+        "--prompt-tokens", type=int, default=0, help="measure with filler up to this many prompt tokens"
+    )
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--train-only", action="store_true", help="train (or find the cached model) and stop")
     ap.add_argument("--only", nargs="*", help="decoders whose name contains one of these (default: all)")
@@ -242,12 +338,24 @@ def main(argv: list[str] | None = None) -> int:
     rows, tokenizer_dir, test = write_task_files(
         out / "task", args.train_items, args.items, args.seed, args.task
     )
-    recipe = testbed_recipe(rows, tokenizer_dir, args.minutes, args.seed)
-    model_dir = out / "numbers" / "model"
-    if args.retrain or not (out / "numbers" / "summary.json").exists():
-        result = run_recipe(recipe, out, resume=not args.retrain, progress=True)
-        model_dir = result.final_model
-    summary = json.loads((out / "numbers" / "summary.json").read_text(encoding="utf-8"))
+    recipe = testbed_recipe(rows, tokenizer_dir, args.minutes, args.seed, args.context, args.context_minutes)
+    last = out / recipe.stages[-1].name
+    if args.context and not rows.with_name(f"train-context{args.context}.jsonl").exists():
+        from transformers import AutoTokenizer
+
+        train = [json.loads(line) for line in rows.open(encoding="utf-8")]
+        write_context_rows(
+            rows.with_name(f"train-context{args.context}.jsonl"),
+            AutoTokenizer.from_pretrained(tokenizer_dir),
+            [(r["instruction"], r["output"], 0) for r in train[:20_000]],
+            args.context,
+            args.seed,
+        )
+    if args.retrain or not (last / "summary.json").exists():
+        # resumes: a cached first stage is kept when only the context stage is new
+        run_recipe(recipe, out, resume=not args.retrain, progress=True)
+    model_dir = last / "model"
+    summary = json.loads((last / "summary.json").read_text(encoding="utf-8"))
     print(f"model: {model_dir} ({summary.get('steps')} steps, {summary.get('train_seconds', 0):.0f} s)")
     if args.train_only:
         return 0
@@ -255,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_checkpoint(model_dir)
     loaded.model.eval()
     tok = loaded.tokenizer
+    if args.prompt_tokens:
+        from turkish_sentences import SENTENCES  # filler from another text than the training spans
+
+        test = [(long_question(tok, p, args.prompt_tokens, " ".join(SENTENCES)), a, n) for p, a, n in test]
     prompts = [
         tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
         for p, _, _ in test
@@ -282,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r.name:<44} EM {100 * (r.exact_match - ref.exact_match):+5.1f} pt (+{gained} -{lost} items)  "
             f"passes ×{r.passes_per_answer / ref.passes_per_answer:.2f}  "
-            f"tok/s ×{r.tokens_per_second / ref.tokens_per_second:.2f}"
+            f"tok/s ×{r.tokens_per_second / ref.tokens_per_second if ref.tokens_per_second else math.nan:.2f}"
         )
     if args.json:
         Path(args.json).write_text(

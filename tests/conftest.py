@@ -18,6 +18,8 @@ def load_script(relative: str) -> ModuleType:
     """A script of the repository (``benchmarks/x.py``, ``tools/x.py``) imported as a module named
     after its file, so its tests call its functions instead of a subprocess."""
     path = ROOT / relative
+    if str(path.parent) not in sys.path:  # as `python benchmarks/x.py` does: its sibling modules import
+        sys.path.append(str(path.parent))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up by name while being built

