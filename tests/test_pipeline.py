@@ -301,3 +301,24 @@ def test_cli_run_resume_and_quickstart_full_on_a_micro_recipe(
     assert len(summary["chats"]) == len(quickstart.CHAT_PROMPTS) and summary["model_dir"].endswith(
         "task/model"
     )
+
+
+def test_a_run_saved_before_an_option_existed_resumes_at_that_options_default(tmp_path):
+    """A stage finished by an older version (no ``diffusion.estimator`` in its run_config.json) is
+    the same run as today's config with the option at its default, and another run with any other value."""
+    from dataclasses import replace
+
+    from diffutron.config import RunConfig, to_dict
+    from diffutron.training.loop import check_same_run
+
+    cfg = RunConfig()
+    saved = to_dict(cfg)
+    del saved["diffusion"]["estimator"]
+    (tmp_path / "run_config.json").write_text(json.dumps(saved), encoding="utf-8")
+    check_same_run(tmp_path, cfg, resuming=True)  # the default: the same run
+    counted = replace(cfg, diffusion=replace(cfg.diffusion, estimator="count"))
+    with pytest.raises(ValueError, match="`diffusion` settings differ"):
+        check_same_run(tmp_path, counted, resuming=True)
+    cosine = replace(cfg, diffusion=replace(cfg.diffusion, schedule="cosine"))
+    with pytest.raises(ValueError, match="`diffusion` settings differ"):
+        check_same_run(tmp_path, cosine, resuming=True)

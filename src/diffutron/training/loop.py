@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -571,6 +571,16 @@ def _truncate_metrics(path: Path, step: int, final: bool = False) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
+def _with_added_defaults(saved: dict | None, section: object) -> dict | None:
+    """A saved config section with the options added to its dataclass since it was written, at their
+    defaults: a run from before an option existed behaved as its default, so it resumes under a
+    config that keeps the default and is refused under one that does not."""
+    if not isinstance(saved, dict) or not is_dataclass(section):
+        return saved
+    defaults = to_dict(type(section)())
+    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+
+
 def check_same_run(out_dir: Path, cfg: RunConfig, resuming: bool) -> None:
     """Refuse to continue a run folder with a config whose model, data or method differ."""
     saved = out_dir / "run_config.json"
@@ -579,7 +589,7 @@ def check_same_run(out_dir: Path, cfg: RunConfig, resuming: bool) -> None:
     old = json.loads(saved.read_text(encoding="utf-8"))
     new = to_dict(cfg)
     for section in ("model", "tokenizer", "data", "sft", "diffusion", "lora"):
-        if old.get(section) != new.get(section):
+        if _with_added_defaults(old.get(section), getattr(cfg, section, None)) != new.get(section):
             raise ValueError(
                 f"cannot resume {out_dir}: its `{section}` settings differ from this config "
                 f"({old.get(section)} vs {new.get(section)}): the checkpoint belongs to another model or data"
