@@ -44,7 +44,7 @@ def prompt_ids(tok, question: str, total: int | None) -> list[int]:
     testbed's own prompt when ``total`` is 0)."""
     content = long_question(tok, question, total, " ".join(SENTENCES)) if total else question
     chat = format_chat([{"role": "user", "content": content}], add_generation_prompt=True)
-    return [tok.bos_token_id, *tok(chat, add_special_tokens=False).input_ids]
+    return [tok.bos_token_id, *tok(chat, add_special_tokens=False, verbose=False).input_ids]
 
 
 @torch.no_grad()

@@ -167,7 +167,7 @@ def long_question(tokenizer, question: str, total: int, filler: str) -> str:
     def size(n_chars: int) -> int:
         content = f"{source[:n_chars].strip()}\n\n{question}" if n_chars else question
         chat = format_chat([{"role": "user", "content": content}], add_generation_prompt=True)
-        return 1 + len(tokenizer(chat, add_special_tokens=False).input_ids)
+        return 1 + len(tokenizer(chat, add_special_tokens=False, verbose=False).input_ids)
 
     source = filler
     while len(source) < 8 * total:  # at least a character per token, with room to spare
