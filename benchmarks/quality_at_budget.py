@@ -12,7 +12,7 @@ Same corpus, tokenizer, parameter count, optimiser settings and wall-clock budge
    ``/work/shared/data/tquad_train`` exists, Wikipedia-style TQuAD paragraphs are a second, out-of-domain
    held-out text (read at run time; skipped when absent);
 2. the MDLM: the quickstart's config (``recipes.quickstart.quickstart_config``: tiny ModernBERT with
-   a sliding window of ±4 tokens, 8k BPE, blocks of 128, batch 16, lr 1e-3, warmup 30, cosine) through the project's ``train`` — the
+   a sliding window of ±4 tokens, 8k BPE, blocks of 128, batch 16, lr 1e-3, warmup a quarter of the steps, cosine) through the project's ``train`` — the
    code behind ``diffutron train`` — on those documents for ``--minutes``; no validation or checkpoints
    inside the budget, so the minutes are training only. ``--set KEY=VALUE`` changes its config (ablations);
    ``--steps N`` trains both models N optimiser steps instead (equal compute whatever else runs);
