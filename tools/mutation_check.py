@@ -129,6 +129,26 @@ MUTATIONS: list[Mutation] = [
         why="the saved model drops the LoRA adapters instead of merging them: continual pre-training lost",
     ),
     Mutation(
+        name="resume-refuses-older-runs",
+        file="src/diffutron/training/loop.py",
+        original="    defaults = to_dict(type(section)())\n    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}",
+        replacement="    return saved",
+        tests=(
+            "tests/test_pipeline.py::test_a_run_saved_before_an_option_existed_resumes_at_that_options_default",
+        ),
+        why="a run saved before an option existed is refused on resume as another model (the testbed's live bug)",
+    ),
+    Mutation(
+        name="resume-takes-new-values-as-old",
+        file="src/diffutron/training/loop.py",
+        original="    defaults = to_dict(type(section)())\n",
+        replacement="    defaults = to_dict(section)\n",
+        tests=(
+            "tests/test_pipeline.py::test_a_run_saved_before_an_option_existed_resumes_at_that_options_default",
+        ),
+        why="an option missing from an old run takes this config's value, so a changed option resumes silently",
+    ),
+    Mutation(
         name="sft-prompts-maskable",
         file="src/diffutron/training/loop.py",
         original="        if self.prompt_lengths is None:\n            return ids, torch.ones_like(ids, dtype=torch.bool)",
