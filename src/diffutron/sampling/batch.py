@@ -12,9 +12,10 @@ one prompt (or text with holes) as ``generate`` / ``infill`` would and lets it j
 and **its own random generator** (seeded from its ``cfg.seed``); ``step`` runs steps 1-6 for every row at
 once (one forward pass over the rows that commit something, proposals and commits vectorised over rows
 with equal settings); a ``Row`` is the caller's handle on one sequence: its views, and its
-``GenerationOutput`` once done. A row's random draws never depend on its neighbours, so the same seed
-gives the same text alone or in any batch, and a row alone gives exactly what ``generate`` gives
-(tests/serving/test_serving_batch.py checks both). Rows may differ in prompt, length and every setting.
+``GenerationOutput`` once done. A row's random draws never depend on its neighbours, so under the same seed
+a row makes the same choices alone or in any batch wherever its scores are not within rounding noise of
+a tie (a batched forward pass runs other kernels: docs/sampling.md, "What is deterministic"), and a row
+alone gives exactly what ``generate`` gives (tests/serving/test_serving_batch.py checks both). Rows may differ in prompt, length and every setting.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ step at a time and that rows may join and leave between steps (``_run`` adds all
 once; the server's ``batch.DecodeBatch`` adds and removes them as requests come and go). Its input is
 a canvas [B, L] and the positions it may write (``editable``): the answer after the prompt
 (generation) or the holes of a text (infilling). Rows are right-padded and padding is excluded by
-the attention mask, so a batch of prompts of different lengths gives what each prompt gives alone.
+the attention mask, so a batch of prompts of different lengths gives what each prompt gives alone
+(up to the last bits of the logits: docs/sampling.md, "What is deterministic").
 Each row has its own settings and its own random generator (row b of a ``generate`` call under seed s
 uses ``row_seed(s, b)``; row 0 uses s). Editable positions are cut, in order, into semi-autoregressive
 blocks of ``block_size``; each row decodes the lowest block that still has masks,
@@ -451,8 +452,9 @@ class DecodeState:
     Everything per row is a tensor over rows (canvas, editable positions, blocks, reveal plan, current
     block, place in it, steps taken, passes, finished) or, for what steps 4-5 need, its settings: rows
     with equal settings are proposed and committed in one vectorised call. Random draws (Gumbel noise,
-    stochastic counts, the ``random`` scorer) come from each row's own generator, so a row gives the
-    same text alone or in any batch, joining at any step.
+    stochastic counts, the ``random`` scorer) come from each row's own generator, so a row makes the
+    same draws alone or in any batch, joining at any step (and the same choices wherever its scores are
+    not within rounding noise of a tie: docs/sampling.md, "What is deterministic").
     """
 
     _FILL = {"attention": 0, "editable": False, "given": False, "block": -1, "commit_step": -1}
