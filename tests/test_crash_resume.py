@@ -84,3 +84,24 @@ def test_resume_skips_a_newest_checkpoint_that_does_not_load(tmp_path, caplog):
     weights.write_bytes(weights.read_bytes()[:7])  # a disk failure truncated it
     assert cli(["train", str(config), "--out", str(out), "--resume"]) == 0
     assert f"ignoring checkpoint {newest}" in caplog.text
+
+
+def test_keep_last_keeps_the_newest_checkpoints_and_removes_the_rest(tmp_path):
+    """Single process, a checkpoint at every step: with ``keep_last: 3`` the three newest stay, whole,
+    and nothing of the older ones is left behind (``test_fsdp.py`` covers two processes, where gloo is)."""
+    config = _setup(tmp_path, steps=5)
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "save_every: 2, keep_last: 2", "save_every: 1, keep_last: 3"
+        ),
+        encoding="utf-8",
+    )
+    assert "keep_last: 3" in config.read_text(encoding="utf-8")
+    out = tmp_path / "run"
+    assert cli(["train", str(config), "--out", str(out)]) == 0
+    root = out / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step-000003", "step-000004", "step-000005"]
+    assert [p.name for p in checkpoint_dirs(root)] == ["step-000003", "step-000004", "step-000005"]
+    # resumed and trained on, the window moves with the newest step
+    assert cli(["train", str(config), "--out", str(out), "--resume", "--max-steps", "7"]) == 0
+    assert sorted(p.name for p in root.iterdir()) == ["step-000005", "step-000006", "step-000007"]

@@ -161,6 +161,21 @@ def test_jsonl_reports_each_bad_line_and_keeps_every_good_one(tmp_path: Path, na
         doc.encode("utf-8")  # nothing left that would crash a tokenizer later
 
 
+@pytest.mark.parametrize("name", ["c.jsonl", "c.jsonl.gz"])
+def test_a_bad_last_line_without_a_newline_is_reported_at_its_own_line(tmp_path: Path, name: str):
+    """The last line has no line end, so the reader meets it at the end of the file, not at a ``\\n``;
+    it is still the line after the last one counted (an editor's line 4 here, after a blank line 2)."""
+    path = tmp_path / name
+    lines = [json.dumps({"text": S1}), "", json.dumps({"text": S2}), '{"text": "kesik']
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "wb") as fh:
+        fh.write("\n".join(lines).encode())  # no newline after the last line
+    report = DataReport()
+    assert list(iter_documents(path, report)) == [S1, S2]
+    assert _problems(report) == {(name, 2): "empty", (name, 4): "bad_json"}
+    assert report.records == 4
+
+
 def test_jsonl_field_can_be_chosen(tmp_path: Path):
     path = tmp_path / "c.jsonl"
     path.write_text(json.dumps({"content": S1}) + "\n", encoding="utf-8")

@@ -142,6 +142,41 @@ def test_cached_generation_runs_several_steps_per_block(reading_model, tokenizer
     assert (out.canvas != tokenizer.mask_token_id).all()
 
 
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+def test_between_refreshes_every_changed_position_of_the_block_is_recomputed(
+    reading_model, tokenizer, monkeypatch, mode
+):
+    """Three steps per block: the block's second and third passes reuse the keys/values of its first
+    (a refresh, when the whole block was masked). The tokens committed since are new input, so they
+    must be recomputed too, not only the positions still masked: a committed token left to its
+    refresh-time keys/values would still read as a mask to every other position."""
+    refreshed: dict[int, torch.Tensor] = {}  # cache row -> the canvas it was refreshed on
+    checked = {"passes": 0, "committed_changes": 0}
+    mask_id = tokenizer.mask_token_id
+    real_run = EncoderKVCache._run
+
+    def spy(self, ids, attention, idx, rows, store):
+        if store is not None:
+            for j, row in enumerate(store.tolist()):
+                refreshed[row] = ids[j].clone()
+        if rows is not None:
+            for j, row in enumerate(rows.tolist()):
+                changed = ((ids[j] != refreshed[row]) & attention[j].bool()).nonzero().flatten()
+                missed = set(changed.tolist()) - set(idx[j].tolist())
+                assert not missed, f"changed since the refresh but not recomputed: {sorted(missed)}"
+                checked["passes"] += 1
+                checked["committed_changes"] += int((ids[j, changed] != mask_id).sum())
+        return real_run(self, ids, attention, idx, rows, store)
+
+    monkeypatch.setattr(EncoderKVCache, "_run", spy)
+    cfg = GenerationConfig(max_new_tokens=12, steps=9, block_size=4, stop_at_eos=False, cache=mode)
+    out = generate(reading_model, tokenizer, ["Ankara'da hava", "İstanbul Boğazı'nın iki yakası"], cfg)
+    assert out.forward_passes == 9 and all(len(t) == 12 for t in out.token_ids)
+    # 3 blocks x 2 partial passes x 2 rows, and every one of them saw tokens committed since its refresh
+    assert checked["passes"] == 12
+    assert checked["committed_changes"] >= checked["passes"]
+
+
 def test_unsupported_backbone_and_guidance_raise_clear_errors(tokenizer, reading_model):
     from transformers import BertConfig, BertForMaskedLM
 

@@ -184,14 +184,29 @@ def test_a_step_with_nothing_to_commit_makes_no_network_call(tokenizer):
 
 
 def test_end_token_stops_the_row_once_everything_before_it_is_filled(tokenizer):
+    """The end token is the most confident proposal, so it is committed first, at step 0, while both
+    positions before it are still masked: the row must go on until they are filled (steps 1 and 2),
+    then stop at once, its positions after the end token filled with end tokens, never decoded."""
     eos = tokenizer.eos_token_id
-    rows = {2: {60: 0.9}, 3: {61: 0.8}, 4: {eos: 0.99}, 5: {62: 0.5}, 6: {63: 0.5}, 7: {64: 0.5}}
-    out, model = run(tokenizer, rows, n_new=6)
-    assert model.calls == 3  # eos first, then the two holes before it; positions after it never decoded
+    # real confidences (``confident`` spreads the rest): eos .99 > .7 (pos 3) > .6 (pos 2) > .5 (after)
+    rows = {2: confident(60, 0.6), 3: confident(61, 0.7), 4: confident(eos, 0.99)}
+    rows |= {p: confident(60 + p, 0.5) for p in (5, 6, 7)}
+    model = FixedLogits(make_table(tokenizer, 8, rows), tokenizer.mask_token_id)
+    cfg = GenerationConfig(max_new_tokens=6, steps=6, block_size=0)
+    events = list(stream(model, tokenizer, [prompt(tokenizer)], cfg))
+    first, mask = events[0], tokenizer.mask_token_id
+    assert first.canvas[0, 2:8].tolist() == [mask, mask, eos, mask, mask, mask]  # eos with masks before it
+    assert not bool(first.finished[0])  # ... does not end the row
+    assert [bool(e.finished[0]) for e in events[:3]] == [False, False, True]  # ends once 2 and 3 are filled
+    out = events[-1].output
+    assert answer_steps(out, 6)[:3] == [2, 1, 0]  # eos first, then the holes before it
+    assert model.calls == out.forward_passes == 3  # positions after the end token never decoded
     assert out.token_ids == [[60, 61]]
     assert out.canvas[0, 5:8].tolist() == [eos] * 3
-    off, _ = run(tokenizer, rows, n_new=6, stop_at_eos=False)
-    assert off.forward_passes == 6
+    off = generate(
+        model, tokenizer, [prompt(tokenizer)], GenerationConfig(**{**vars(cfg), "stop_at_eos": False})
+    )
+    assert off.forward_passes == 6 and off.canvas[0, 5:8].tolist() == [65, 66, 67]
 
 
 def test_stop_strings_end_the_row_and_are_cut_from_the_text(tokenizer):

@@ -137,6 +137,15 @@ def test_problems_after_blank_lines_are_reported_at_their_file_line(tmp_path):
     assert [(p.line, p.kind) for p in report.problems] == [(4, "missing_field"), (6, "not_string")]
 
 
+def test_a_bad_last_line_without_a_newline_is_reported_at_its_file_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    rows = ['{"question": "Bir?", "answer": "Bir."}', "", '{"question": "İki?", "answer": "İki."}', "{kesik"]
+    path.write_text("\n".join(rows), encoding="utf-8")  # no newline after the last line
+    report = DataReport()
+    assert len(list(iter_conversations(SftSourceConfig(path=str(path)), report))) == 2
+    assert [(p.line, p.kind) for p in report.problems] == [(4, "bad_json")]
+
+
 QA_ROWS = [
     {"soru": "Türkiye'nin başkenti neresidir?", "cevap": "Ankara."},
     {"soru": "İstanbul hangi boğazın iki yakasındadır?", "cevap": "İstanbul Boğazı."},

@@ -116,6 +116,16 @@ MUTATIONS: list[Mutation] = [
         ),
         why="elbo_perplexity sums its t-samples instead of averaging them",
     ),
+    Mutation(
+        name="mc-stderr-counts-merged-rows-once",
+        file="src/diffutron/evaluation/likelihood.py",
+        original="per_sample[row.request] += [-value * cfg.samples / row.count] * row.count",
+        replacement="per_sample[row.request] += [-value * cfg.samples / row.count]",
+        tests=(
+            "tests/test_eval_likelihood.py::test_reported_standard_error_matches_the_spread_over_seeds_when_rows_are_merged",
+        ),
+        why="samples merged into one row count as one Monte-Carlo sample: the standard error is ~1.9x too large",
+    ),
     # --- training -----------------------------------------------------------------------------
     Mutation(
         name="lora-dropped-not-merged",
@@ -156,6 +166,26 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/test_sft.py::test_prompt_tokens_are_never_masked_across_many_random_draws",),
         why="every position of an SFT batch is maskable: prompts are masked and scored",
     ),
+    Mutation(
+        name="keep-last-keeps-the-oldest",
+        file="src/diffutron/training/state.py",
+        original="for old in checkpoint_dirs(root)[:-keep_last]:",
+        replacement="for old in checkpoint_dirs(root)[keep_last:]:",
+        tests=(
+            "tests/test_crash_resume.py::test_keep_last_keeps_the_newest_checkpoints_and_removes_the_rest",
+        ),
+        why="checkpoint pruning keeps the oldest checkpoints and deletes the newest",
+    ),
+    Mutation(
+        name="keep-last-prunes-nothing",
+        file="src/diffutron/training/state.py",
+        original="if accelerator.is_main_process and keep_last > 0:",
+        replacement="if accelerator.is_main_process and keep_last < 0:",
+        tests=(
+            "tests/test_crash_resume.py::test_keep_last_keeps_the_newest_checkpoints_and_removes_the_rest",
+        ),
+        why="keep_last is ignored: every checkpoint stays and the disk fills",
+    ),
     # --- data ---------------------------------------------------------------------------------
     Mutation(
         name="sft-problems-at-row-not-line",
@@ -169,6 +199,14 @@ MUTATIONS: list[Mutation] = [
             "tests/test_sft.py::test_problems_after_blank_lines_are_reported_at_their_file_line",
         ),
         why="SFT JSONL problems are reported at the row count, not the file line (issue 13's live bug)",
+    ),
+    Mutation(
+        name="jsonl-last-line-reported-one-early",
+        file="src/diffutron/data/sources.py",
+        original='yield line + 1, (b"".join(parts) if size <= _MAX_JSON_LINE_BYTES else None)',
+        replacement='yield line, (b"".join(parts) if size <= _MAX_JSON_LINE_BYTES else None)',
+        tests=("tests/test_data.py::test_a_bad_last_line_without_a_newline_is_reported_at_its_own_line",),
+        why="a JSONL file's last line without a newline is reported at the line before it",
     ),
     Mutation(
         name="recipe-check-misses-sft-file",
@@ -188,6 +226,27 @@ MUTATIONS: list[Mutation] = [
         ),
         tests=("tests/test_sampling_contracts.py::test_one_row_ending_early_leaves_the_other_rows_running",),
         why="one row's end token finishes the whole batch",
+    ),
+    Mutation(
+        name="eos-stops-with-masks-before-it",
+        file="src/diffutron/sampling/engine.py",
+        original="return is_eos.any(1) & ~((canvas == mask_id) & before_first_eos).any(1)",
+        replacement="return is_eos.any(1)",
+        tests=(
+            "tests/test_sampling_rules.py::test_end_token_stops_the_row_once_everything_before_it_is_filled",
+            "tests/test_sampling_contracts.py::test_one_row_ending_early_leaves_the_other_rows_running",
+        ),
+        why="an end token committed before earlier positions are filled ends the row: the holes become end tokens",
+    ),
+    Mutation(
+        name="kv-cache-recomputes-only-masks",
+        file="src/diffutron/sampling/engine.py",
+        original="current=self.block[sub, :w] == self.cur[sub, None],",
+        replacement="current=(self.block[sub, :w] == self.cur[sub, None]) & (self.canvas[sub, :w] == mask_id),",
+        tests=(
+            "tests/test_kv_cache.py::test_between_refreshes_every_changed_position_of_the_block_is_recomputed",
+        ),
+        why="between refreshes the cache recomputes only the still-masked positions: committed tokens keep their mask-time keys",
     ),
     Mutation(
         name="sampler-attends-to-padding",
