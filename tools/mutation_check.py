@@ -156,6 +156,31 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/test_sft.py::test_prompt_tokens_are_never_masked_across_many_random_draws",),
         why="every position of an SFT batch is maskable: prompts are masked and scored",
     ),
+    # --- config -------------------------------------------------------------------------------
+    Mutation(
+        name="yaml-no-rejected-as-text",
+        file="src/diffutron/config.py",
+        original="    if tp is str and isinstance(value, int):\n",
+        replacement="    if False:  # mutated\n",
+        tests=("tests/test_cli.py::test_precision_takes_its_documented_values_from_set_and_from_yaml",),
+        why="a text key refuses what YAML read as a boolean or number: --set training.precision=no fails",
+    ),
+    Mutation(
+        name="precision-unchecked",
+        file="src/diffutron/config.py",
+        original="        if self.precision not in PRECISIONS:",
+        replacement="        if False:  # mutated",
+        tests=("tests/test_cli.py::test_a_precision_nobody_documents_is_a_clear_error_before_training",),
+        why="an unknown training.precision passes the config and fails inside accelerate at the run's start",
+    ),
+    Mutation(
+        name="fp32-passed-to-accelerate",
+        file="src/diffutron/config.py",
+        original='            self.precision = "no"',
+        replacement="            pass  # mutated",
+        tests=("tests/test_cli.py::test_precision_takes_its_documented_values_from_set_and_from_yaml",),
+        why="precision fp32 reaches accelerate, which knows it only as 'no'",
+    ),
     # --- data ---------------------------------------------------------------------------------
     Mutation(
         name="sft-problems-at-row-not-line",
