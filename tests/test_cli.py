@@ -81,9 +81,13 @@ def test_precision_takes_its_documented_values_from_set_and_from_yaml(tmp_path, 
     cfg = load_config(CONFIG)
     assert with_overrides(cfg, [f"training.precision={written}"]).training.precision == meant
     path = tmp_path / "run.yaml"
-    path.write_text(f"training:\n  precision: {written}\ndata:\n  field: 2024\n")
+    path.write_text(
+        f"training:\n  precision: {written}\ndata:\n  field: 2024\n"
+        "sft:\n  sources: [{path: notes.jsonl, fields: {output: no}}]\n"  # a column named "no" (numara)
+    )
     loaded = load_config(path)
     assert loaded.training.precision == meant and loaded.data.field == "2024"
+    assert loaded.sft.sources[0].fields == {"output": "no"}
 
 
 def test_a_precision_nobody_documents_is_a_clear_error_before_training(tmp_path, capsys):

@@ -166,6 +166,14 @@ MUTATIONS: list[Mutation] = [
         why="a text key refuses what YAML read as a boolean or number: --set training.precision=no fails",
     ),
     Mutation(
+        name="mapping-values-unchecked",
+        file="src/diffutron/config.py",
+        original='        return {_check(k, key_tp, where): _check(v, item_tp, f"{where}.{k}") for k, v in value.items()}',
+        replacement="        return dict(value)",
+        tests=("tests/test_cli.py::test_precision_takes_its_documented_values_from_set_and_from_yaml",),
+        why="a mapping of text (sft fields) keeps what YAML read as a boolean: a column named no becomes False",
+    ),
+    Mutation(
         name="precision-unchecked",
         file="src/diffutron/config.py",
         original="        if self.precision not in PRECISIONS:",
