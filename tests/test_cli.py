@@ -1,6 +1,7 @@
 """The command-line contract, end to end (other checks rely on these names)."""
 
 import json
+import re
 
 import pytest
 from transformers import AutoModelForMaskedLM, AutoTokenizer
@@ -68,3 +69,38 @@ def test_bad_config_key_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     bad.write_text("training:\n  learning_rate: 0.1\n")
     assert main(["train", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "training.learning_rate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("written, meant", [("no", "no"), ("fp32", "no"), ("off", "no"), ("bf16", "bf16")])
+def test_precision_takes_its_documented_values_from_set_and_from_yaml(tmp_path, written, meant):
+    """YAML 1.1 reads an unquoted ``no`` / ``off`` as false: ``training.precision=no`` used to fail with
+    'expected str, got False'. A text key takes such a word (or a number) back as text, in one place."""
+    from diffutron.cli.train import with_overrides
+    from diffutron.config import load_config
+
+    cfg = load_config(CONFIG)
+    assert with_overrides(cfg, [f"training.precision={written}"]).training.precision == meant
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        f"training:\n  precision: {written}\ndata:\n  field: 2024\n"
+        "sft:\n  sources: [{path: notes.jsonl, fields: {output: no}}]\n"  # a column named "no" (numara)
+    )
+    loaded = load_config(path)
+    assert loaded.training.precision == meant and loaded.data.field == "2024"
+    assert loaded.sft.sources[0].fields == {"output": "no"}
+
+
+def test_a_precision_nobody_documents_is_a_clear_error_before_training(tmp_path, capsys):
+    from diffutron.cli.train import with_overrides
+    from diffutron.config import ConfigError, load_config
+
+    cfg = load_config(CONFIG)
+    for value in ("fast", "yes", "16"):  # yes is YAML's true: no precision
+        with pytest.raises(ConfigError, match=re.escape("training.precision: expected one of auto | fp32")):
+            with_overrides(cfg, [f"training.precision={value}"])
+    with pytest.raises(ConfigError, match="training.precision: expected str, got the number 1.5; quote it"):
+        with_overrides(cfg, ["training.precision=1.5"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  precision: fp64\n")
+    assert main(["train", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "training.precision" in capsys.readouterr().err and not (tmp_path / "x").exists()

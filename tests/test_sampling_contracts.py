@@ -17,7 +17,10 @@ import torch
 from test_sampling_rules import BASE, FixedLogits, confident, make_table
 from torch import nn
 
-from diffutron.sampling import GenerationConfig, generate
+from diffutron.sampling import CHAT_STOP, GenerationConfig, generate
+from diffutron.sampling.batch import DecodeBatch
+from diffutron.sampling.prompts import encode_prompt
+from diffutron.text.chat import format_chat
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -107,3 +110,73 @@ def test_a_commit_rule_that_commits_nothing_fails_instead_of_looping_forever(
     with pytest.raises(RuntimeError, match="no progress.*at least one token"):
         generate(model, tokenizer, prompts_of(tokenizer, 2, 3), cfg)
     assert model.calls <= 8 + 2 * 4  # stopped at the cap: editable positions + blocks x steps
+
+
+def test_a_stop_string_in_the_prompt_or_an_earlier_turn_does_not_end_the_answer(tokenizer):
+    """Only the generated text is searched: the earlier turn's ``[/Answer]`` and a word of the prompt
+    are there from the start, and the answer (committed left to right) must still be written whole."""
+    messages = [
+        {"role": "user", "content": "Başkent neresi?"},
+        {"role": "assistant", "content": "Ankara."},
+        {"role": "user", "content": "Peki en kalabalık şehir?"},
+    ]
+    prompt = format_chat(messages, add_generation_prompt=True)
+    assert CHAT_STOP[0] in prompt and "kalabalık" in prompt
+    answer = tokenizer("İstanbul çok güzel bir şehir", add_special_tokens=False)["input_ids"]
+    n0 = len(encode_prompt(tokenizer, prompt))
+    rows = {n0 + i: confident(t, 0.9 - 0.05 * i) for i, t in enumerate(answer)}  # left to right
+    model = FixedLogits(make_table(tokenizer, n0 + len(answer), rows), tokenizer.mask_token_id)
+    n = len(answer)
+    cfg = GenerationConfig(max_new_tokens=n, steps=n, block_size=0, stop=(*CHAT_STOP, "kalabalık"))
+    out = generate(model, tokenizer, [prompt], cfg)
+    assert out.token_ids[0] == answer and out.texts[0] == tokenizer.decode(answer, skip_special_tokens=True)
+    assert out.row_passes == [n]  # not stopped early
+    # the same machinery does stop at a stop string the answer writes, and cuts it off
+    cut = generate(
+        model, tokenizer, [prompt], GenerationConfig(max_new_tokens=n, steps=n, block_size=0, stop=("şehir",))
+    )
+    assert "şehir" not in cut.texts[0] and cut.texts[0].strip() and out.texts[0].startswith(cut.texts[0])
+
+
+def decode_in_one_batch(model, tokenizer, jobs: list[tuple[list[int], GenerationConfig]]) -> list[list[int]]:
+    """The answers of rows decoded together in one ``DecodeBatch`` (the server's path), each with its settings."""
+    batch = DecodeBatch(model, tokenizer)
+    rows = [batch.add(p, c) for p, c in jobs]
+    while not all(r.done for r in rows):
+        batch.step()
+    return [r.output.token_ids[0] for r in rows]
+
+
+# one setting changed at a time from BASE_SETTINGS; each change alone gives another answer on the table below
+SETTING_CHANGES = {
+    "temperature": {"temperature": 0.0},
+    "top_k": {"top_k": 1},
+    "top_p": {"top_p": 0.3},
+    "repetition_penalty": {"repetition_penalty": 3.0},
+}
+BASE_SETTINGS = dict(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=7, stop_at_eos=False)
+
+
+def test_rows_that_differ_in_one_sampling_setting_each_get_their_alone_output(tokenizer):
+    """Rows are proposed in groups of equal settings; a group key that forgot a setting would give a
+    row its neighbour's settings. The fixed-logits stand-in's logits do not depend on the batch, so
+    batched and alone compare exactly on any CPU."""
+    n, a = 6, 200
+    # three tokens per answer position, all probabilities distinct (no ties in the commit order);
+    # token a is also in the prompt: a repetition penalty turns it away
+    probs = {
+        2 + i: {a: 0.46 - 0.011 * i, a + 1: 0.31 - 0.0037 * i, a + 2: 0.23 + 0.0147 * i} for i in range(n)
+    }
+    values = [p for row in probs.values() for p in row.values()]
+    assert len(set(values)) == len(values)
+    model = FixedLogits(make_table(tokenizer, 2 + n, probs), tokenizer.mask_token_id)
+    prompt = [tokenizer.bos_token_id, a]
+    common = dict(max_new_tokens=n, steps=n, block_size=0, **BASE_SETTINGS)
+    configs = [GenerationConfig(**common)] + [
+        GenerationConfig(**{**common, **c}) for c in SETTING_CHANGES.values()
+    ]
+    alone = [decode_in_one_batch(model, tokenizer, [(prompt, c)])[0] for c in configs]
+    for name, answer in zip(SETTING_CHANGES, alone[1:], strict=True):
+        assert answer != alone[0], f"changing {name} alone changes nothing here: the check would be empty"
+    together = decode_in_one_batch(model, tokenizer, [(prompt, c) for c in configs])
+    assert together == alone

@@ -186,6 +186,86 @@ MUTATIONS: list[Mutation] = [
         ),
         why="keep_last is ignored: every checkpoint stays and the disk fills",
     ),
+    # --- config -------------------------------------------------------------------------------
+    Mutation(
+        name="yaml-no-rejected-as-text",
+        file="src/diffutron/config.py",
+        original="    if tp is str and isinstance(value, int):\n",
+        replacement="    if False:  # mutated\n",
+        tests=("tests/test_cli.py::test_precision_takes_its_documented_values_from_set_and_from_yaml",),
+        why="a text key refuses what YAML read as a boolean or number: --set training.precision=no fails",
+    ),
+    Mutation(
+        name="mapping-values-unchecked",
+        file="src/diffutron/config.py",
+        original='        return {_check(k, key_tp, where): _check(v, item_tp, f"{where}.{k}") for k, v in value.items()}',
+        replacement="        return dict(value)",
+        tests=("tests/test_cli.py::test_precision_takes_its_documented_values_from_set_and_from_yaml",),
+        why="a mapping of text (sft fields) keeps what YAML read as a boolean: a column named no becomes False",
+    ),
+    Mutation(
+        name="precision-unchecked",
+        file="src/diffutron/config.py",
+        original="        if self.precision not in PRECISIONS:",
+        replacement="        if False:  # mutated",
+        tests=("tests/test_cli.py::test_a_precision_nobody_documents_is_a_clear_error_before_training",),
+        why="an unknown training.precision passes the config and fails inside accelerate at the run's start",
+    ),
+    Mutation(
+        name="fp32-passed-to-accelerate",
+        file="src/diffutron/config.py",
+        original='            self.precision = "no"',
+        replacement="            pass  # mutated",
+        tests=("tests/test_cli.py::test_precision_takes_its_documented_values_from_set_and_from_yaml",),
+        why="precision fp32 reaches accelerate, which knows it only as 'no'",
+    ),
+    # --- serving ------------------------------------------------------------------------------
+    Mutation(
+        name="infill-text-counted-as-generated",
+        file="src/diffutron/serving/scheduler.py",
+        original="tokens = editable if job.infill else len(out.token_ids[0])",
+        replacement="tokens = len(out.token_ids[0])",
+        tests=(
+            "tests/serving/test_serving_api.py::test_infill_counts_the_filled_positions_as_generated_and_the_rest_once_as_prompt",
+        ),
+        why="infill's completion_tokens, tokens/s and /metrics count the text kept between the holes (issue 20)",
+    ),
+    Mutation(
+        name="infill-holes-counted-as-prompt",
+        file="src/diffutron/serving/scheduler.py",
+        original='"prompt_tokens": int(row.start.attention.sum()) - editable,',
+        replacement='"prompt_tokens": int(row.start.attention.sum()) - (0 if job.infill else editable),',
+        tests=(
+            "tests/serving/test_serving_api.py::test_infill_counts_the_filled_positions_as_generated_and_the_rest_once_as_prompt",
+        ),
+        why="infill's prompt_tokens include the holes the model filled (issue 20)",
+    ),
+    Mutation(
+        name="usage-counts-prompt-per-choice",
+        file="src/diffutron/serving/app.py",
+        original="for i in range(0, len(job.rows), job.n) if i in outputs",
+        replacement="for i in range(len(job.rows)) if i in outputs",
+        tests=("tests/serving/test_serving_api.py::test_usage_counts_each_prompt_once_for_its_n_choices",),
+        why="usage.prompt_tokens counts a prompt once per choice, not once as OpenAI does",
+    ),
+    Mutation(
+        name="max-n-ignores-prompt-list",
+        file="src/diffutron/serving/app.py",
+        original="if len(prompts) * req.n > limits.max_n:",
+        replacement="if req.n > limits.max_n:",
+        tests=("tests/serving/test_serving_errors.py::test_a_list_of_prompts_times_n_above_max_n_is_a_400",),
+        why="a list of prompts multiplies the rows past max_n unchecked",
+    ),
+    Mutation(
+        name="wide-request-waits-forever",
+        file="src/diffutron/serving/scheduler.py",
+        original="if rows and rows + len(job.prompts) > self.max_batch:",
+        replacement="if rows + len(job.prompts) > self.max_batch:",
+        tests=(
+            "tests/serving/test_serving_errors.py::test_a_request_with_more_rows_than_max_batch_runs_once_the_batch_is_empty",
+        ),
+        why="a request with more rows than max_batch waits for room that never comes (and blocks the queue)",
+    ),
     # --- data ---------------------------------------------------------------------------------
     Mutation(
         name="sft-problems-at-row-not-line",
@@ -269,6 +349,57 @@ MUTATIONS: list[Mutation] = [
             "tests/test_sampling_rules.py::test_threshold_commits_every_confident_position_and_at_least_one_per_pass",
         ),
         why="threshold decoding drops 'at least one token per pass' (the loop used to spin forever)",
+    ),
+    Mutation(
+        name="stop-strings-search-the-prompt",
+        file="src/diffutron/sampling/engine.py",
+        original='"stop_start": stop_start,',
+        replacement='"stop_start": torch.zeros_like(stop_start),',
+        tests=(
+            "tests/test_sampling_contracts.py::test_a_stop_string_in_the_prompt_or_an_earlier_turn_does_not_end_the_answer",
+            "tests/serving/test_serving_api.py::test_an_earlier_turns_answer_end_does_not_end_the_chat_answer",
+        ),
+        why="stop strings are searched in the prompt too: an earlier chat turn's [/Answer] ends the answer at once",
+    ),
+    Mutation(
+        name="group-key-drops-temperature",
+        file="src/diffutron/sampling/engine.py",
+        original="    return (\n        cfg.temperature,\n",
+        replacement="    return (\n",
+        tests=(
+            "tests/test_sampling_contracts.py::test_rows_that_differ_in_one_sampling_setting_each_get_their_alone_output",
+        ),
+        why="rows that differ only in temperature share one proposal call with the first row's settings",
+    ),
+    Mutation(
+        name="group-key-drops-top-k",
+        file="src/diffutron/sampling/engine.py",
+        original="        cfg.top_k,\n        cfg.top_p,\n",
+        replacement="        cfg.top_p,\n",
+        tests=(
+            "tests/test_sampling_contracts.py::test_rows_that_differ_in_one_sampling_setting_each_get_their_alone_output",
+        ),
+        why="rows that differ only in top_k share one proposal call with the first row's settings",
+    ),
+    Mutation(
+        name="group-key-drops-top-p",
+        file="src/diffutron/sampling/engine.py",
+        original="        cfg.top_p,\n        cfg.repetition_penalty,\n",
+        replacement="        cfg.repetition_penalty,\n",
+        tests=(
+            "tests/test_sampling_contracts.py::test_rows_that_differ_in_one_sampling_setting_each_get_their_alone_output",
+        ),
+        why="rows that differ only in top_p share one proposal call with the first row's settings",
+    ),
+    Mutation(
+        name="group-key-drops-repetition-penalty",
+        file="src/diffutron/sampling/engine.py",
+        original="        cfg.repetition_penalty,\n        cfg.guidance_scale,\n",
+        replacement="        cfg.guidance_scale,\n",
+        tests=(
+            "tests/test_sampling_contracts.py::test_rows_that_differ_in_one_sampling_setting_each_get_their_alone_output",
+        ),
+        why="rows that differ only in repetition_penalty share one proposal call with the first row's settings",
     ),
 ]
 

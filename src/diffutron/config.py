@@ -115,6 +115,9 @@ class LoraConfig:
     merge: bool = True  # fold adapters into the weights of the final model
 
 
+PRECISIONS = ("auto", "fp32", "no", "bf16", "fp16")
+
+
 @dataclass
 class TrainingConfig:
     max_steps: int = 1000  # optimiser steps of the whole run
@@ -136,7 +139,7 @@ class TrainingConfig:
     keep_last: int = 2
     log_every: int = 10
     seed: int = 0
-    precision: str = "auto"  # auto (bf16 on GPUs, fp32 on CPU) | no | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 on GPUs, fp32 on CPU) | fp32 (alias: no) | bf16 | fp16
     gradient_checkpointing: bool = False  # recompute activations in backward (transformers'): less memory, more time
     compile: bool | str = "auto"  # torch.compile the encoder: true | false | auto (one CUDA device; off on CPU: it does not pay back)
 
@@ -150,6 +153,12 @@ class TrainingConfig:
             value = getattr(self, key)
             if isinstance(value, int | float) and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"training.{key} must be a positive finite number, got {value}")
+        if self.precision not in PRECISIONS:  # else accelerate failed at the start of the run
+            raise ConfigError(
+                f"training.precision: expected one of {' | '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if self.precision == "fp32":
+            self.precision = "no"  # accelerate's name for it; a run saved with either resumes with the other
 
 
 @dataclass
@@ -188,6 +197,7 @@ class RecipeConfig:
 
 
 STAGE_SECTIONS = ("data", "sft", "diffusion", "lora", "training")
+_YAML_WORDS = {False: "no", True: "yes"}
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -220,7 +230,8 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        key_tp, item_tp = typing.get_args(tp) or (Any, Any)
+        return {_check(k, key_tp, where): _check(v, item_tp, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -229,6 +240,12 @@ def _check(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
+    if tp is str and isinstance(value, int):
+        # YAML 1.1 (PyYAML, also for --set) reads unquoted no/off/false, yes/on/true as booleans and 42
+        # as a number; a text field takes them back as text. The word is lost: off arrives as "no".
+        return _YAML_WORDS[value] if isinstance(value, bool) else str(value)
+    if tp is str and isinstance(value, float):  # its text is lost (1e3, 1.50): only quoting keeps it
+        raise ConfigError(f"{where}: expected str, got the number {value!r}; quote it to keep it as text")
     if tp in (str, bool):
         if not isinstance(value, tp):
             raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")

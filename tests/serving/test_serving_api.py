@@ -234,3 +234,78 @@ def test_settings_are_validated_like_the_engine_does(client):
         client.completions.create(model="micro", prompt="Ankara", extra_body={"threshold": 1.5})
     c = dataclasses.replace(cfg(), seed=None)
     assert c.seed is None
+
+
+def test_an_earlier_turns_answer_end_does_not_end_the_chat_answer(client, tokenizer):
+    """The chat stop ``[/Answer]`` closes every earlier assistant turn in the prompt; only the generated
+    text is searched, so the answer is the one a request without that stop gets (cut at a stop it writes)."""
+    messages = [
+        {"role": "user", "content": "Başkent neresi?"},
+        {"role": "assistant", "content": "Ankara."},
+        {"role": "user", "content": "Peki en kalabalık şehir?"},
+    ]
+    assert CHAT_STOP[0] in chat_prompt(tokenizer, messages)
+    body = dict(model="micro", messages=messages, max_tokens=12, seed=3, extra_body={**FAST, "steps": 12})
+    free = client.chat.completions.create(**body, stop=["\u2603\u2603"])  # a stop it never writes
+    assert free.usage.completion_tokens > FAST["block_size"]  # more than the first block: an early end shows
+    r = client.chat.completions.create(**body)
+    assert r.choices[0].message.content == free.choices[0].message.content.split(CHAT_STOP[0])[0]
+    if CHAT_STOP[0] not in free.choices[0].message.content:
+        assert r.usage.completion_tokens == free.usage.completion_tokens
+        assert r.choices[0].finish_reason == free.choices[0].finish_reason
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(**body, stream=True)
+        if c.choices
+    )
+    assert streamed == r.choices[0].message.content
+
+
+def _generated_tokens(live) -> float:
+    lines = httpx.get(live.url + "/metrics").text.splitlines()
+    return next(float(ln.split()[1]) for ln in lines if ln.startswith("diffutron_generated_tokens_total"))
+
+
+def test_infill_counts_the_filled_positions_as_generated_and_the_rest_once_as_prompt(live, tokenizer):
+    """Issue 20's text has 14 masked positions: usage, tokens/s (the page shows both) and /metrics count
+    those 14 as generated; the text kept around the holes is prompt, counted once."""
+    from diffutron.sampling.prompts import encode_with_holes
+
+    text = "Efendiler, <mask:6> Türkiye Büyük Millet Meclisi <mask:8>"
+    ids, holes = encode_with_holes(tokenizer, text, tokenizer.mask_token_id)
+    assert sum(end - start for start, end in holes) == 14
+    body = {"model": "micro", "prompt": text, "seed": 0, **FAST}
+    before = _generated_tokens(live)
+    r = httpx.post(live.url + "/v1/infill", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    usage, stats = r.json()["usage"], r.json()["diffutron"]
+    assert usage == {"prompt_tokens": len(ids) - 14, "completion_tokens": 14, "total_tokens": len(ids)}
+    assert stats["tokens_per_second"] * stats["seconds"] == pytest.approx(14, rel=0.02)
+    assert _generated_tokens(live) - before == 14
+    # the page reads usage and tokens/s from the canvas stream's last chunk
+    with httpx.stream(
+        "POST", live.url + "/v1/infill", json={**body, "stream": True, "stream_canvas": True}, timeout=60
+    ) as s:
+        events = [json.loads(e[6:]) for e in s.read().decode().split("\n\n") if e and e != "data: [DONE]"]
+    last = events[-1]
+    assert last["usage"] == usage
+    assert last["diffutron"]["tokens_per_second"] * last["diffutron"]["seconds"] == pytest.approx(
+        14, rel=0.02
+    )
+    assert _generated_tokens(live) - before == 28
+
+
+def test_usage_counts_each_prompt_once_for_its_n_choices(client, tokenizer):
+    """As OpenAI does: n choices of one prompt share it; a list of prompts counts each of them once."""
+    prompts = ["Ankara", "İzmir'in havası"]
+    r = client.completions.create(model="micro", prompt=prompts, n=2, max_tokens=4, seed=1, extra_body=FAST)
+    assert len(r.choices) == 4
+    own = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) + 1 for p in prompts]  # + <bos>
+    assert r.usage.prompt_tokens == sum(own)
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    messages = [{"role": "user", "content": "Merhaba!"}]
+    chat = client.chat.completions.create(
+        model="micro", messages=messages, n=3, max_tokens=4, extra_body=FAST
+    )
+    one = len(tokenizer(chat_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]) + 1
+    assert len(chat.choices) == 3 and chat.usage.prompt_tokens == one

@@ -232,3 +232,31 @@ def test_requests_waiting_long_in_the_queue_still_succeed(serve_model, tokenizer
         assert [r.status_code for r in answers] == [200] * 5, [r.text[:200] for r in answers]
     finally:
         server.close()
+
+
+def test_a_list_of_prompts_times_n_above_max_n_is_a_400(live):
+    """Each part within its cap is not enough: 3 prompts x 3 choices = 9 rows > max_n 8; 2 x 4 is fine."""
+    r = httpx.post(live.url + "/v1/completions", json={**OK, "prompt": ["a", "b", "c"], "n": 3}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "n" and "8" in r.json()["error"]["message"]
+    r = httpx.post(live.url + "/v1/completions", json={**OK, "prompt": ["a", "b"], "n": 4}, timeout=60)
+    assert r.status_code == 200 and len(r.json()["choices"]) == 8
+
+
+def test_a_request_with_more_rows_than_max_batch_runs_once_the_batch_is_empty(serve_model, tokenizer):
+    """Four rows never fit a batch of two: the request waits for the running one to end, then runs
+    alone, instead of waiting for room that never comes."""
+    server = LiveServer(make_app(serve_model, tokenizer, max_batch=2, max_queue=8))
+    try:
+        running = {**OK, "max_tokens": 16, "steps": 32, "block_size": 16}
+        wide = {**OK, "n": 4}
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(httpx.post, server.url + "/v1/completions", json=running, timeout=30)
+            time.sleep(0.2)  # usually running by now; the wide request must succeed either way
+            second = pool.submit(httpx.post, server.url + "/v1/completions", json=wide, timeout=30)
+            answers = [first.result(), second.result()]
+        assert [r.status_code for r in answers] == [200, 200], [r.text[:200] for r in answers]
+        assert len(answers[1].json()["choices"]) == 4
+        assert httpx.get(server.url + "/health").json() == {"status": "ok", "queue": 0, "rows": 0}
+    finally:
+        server.close()

@@ -226,14 +226,16 @@ class Scheduler:
         if row.done:
             self.batch.remove(row)
             out = row.output
-            tokens = len(out.token_ids[0])
+            # generated: the answer up to its end, or every position of the holes (the text around
+            # them is the prompt's, even though infill's token_ids hold the whole text)
+            editable = int(row.editable.sum())
+            tokens = editable if job.infill else len(out.token_ids[0])
             self.metrics.finished(tokens)
             job.outputs[i] = {
                 "text": out.texts[0],
                 "fills": out.fills[0] if out.fills else [],
                 "tokens": tokens,
-                "prompt_tokens": int(row.start.attention.sum())
-                - (0 if job.infill else int(row.editable.sum())),
+                "prompt_tokens": int(row.start.attention.sum()) - editable,
                 "finish_reason": "stop" if row.stopped or job.infill else "length",
                 "forward_passes": row.passes,
                 "steps": row.steps,
