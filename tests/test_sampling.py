@@ -126,10 +126,10 @@ def test_output_head_runs_only_on_still_masked_positions_of_the_block(micro_mode
 
 
 def test_sparse_head_gives_the_same_text_as_full_logits(micro_model, tokenizer, monkeypatch):
+    from conftest import exact_enough
+
     import diffutron.sampling.engine as engine
     from diffutron.models.heads import MaskedLMParts
-
-    from conftest import exact_enough
 
     model = exact_enough(micro_model.eval())  # the head over 8 rows or over all: other matmul shapes
     cfg = GenerationConfig(

@@ -15,7 +15,8 @@ def _quickstart(args: argparse.Namespace) -> int:
         return _quickstart_full(args)
     from ..recipes.quickstart import run_quickstart
 
-    s = run_quickstart(args.out, minutes=args.minutes if args.minutes is not None else 5.0, seed=args.seed)
+    minutes = args.minutes if args.minutes is not None else 5.0
+    s = run_quickstart(args.out, minutes=minutes, seed=args.seed, max_steps=args.max_steps)
     print()
     print(
         f"Trained a tiny Turkish masked diffusion model ({s['parameters'] / 1e6:.1f}M parameters) "
@@ -146,6 +147,12 @@ def add_parsers(sub) -> None:
         help="output folder (default runs/quickstart; with --full runs/quickstart-full)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many steps even if time is left (the same run on any machine, if fast enough)",
+    )
     p.add_argument(
         "--full",
         action="store_true",

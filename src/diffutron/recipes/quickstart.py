@@ -54,13 +54,14 @@ TINY_OVERRIDES = {"local_attention": 8}
 WARMUP_RATIO = 0.25
 
 
-def quickstart_config(minutes: float, seed: int = 0) -> RunConfig:
+def quickstart_config(minutes: float, seed: int = 0, max_steps: int | None = None) -> RunConfig:
+    """The quickstart's run: sized to ``minutes`` of training, and at most ``max_steps`` steps."""
     return RunConfig(
         model=ModelConfig(preset="tiny", overrides=dict(TINY_OVERRIDES)),
         tokenizer=TokenizerConfig(vocab_size=8000),
         data=DataConfig(sources=["embedded"], block_size=128, val_fraction=0.02),
         training=TrainingConfig(
-            max_steps=100_000,
+            max_steps=max_steps or 100_000,
             max_minutes=minutes,
             batch_size=16,
             lr=1e-3,
@@ -96,13 +97,17 @@ def sample_config(tokenizer, seed: int = 0) -> GenerationConfig:
 
 
 def run_quickstart(
-    out_dir: str | Path = "runs/quickstart", minutes: float = 5.0, seed: int = 0, progress: bool = True
+    out_dir: str | Path = "runs/quickstart",
+    minutes: float = 5.0,
+    seed: int = 0,
+    progress: bool = True,
+    max_steps: int | None = None,
 ) -> dict:
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     # Running it again continues (or just re-reports) the run in out_dir instead of refusing it.
     resume = latest_checkpoint(out_dir / "checkpoints") is not None
-    result = train(quickstart_config(minutes, seed), out_dir, resume=resume, progress=progress)
+    result = train(quickstart_config(minutes, seed, max_steps), out_dir, resume=resume, progress=progress)
     loaded = load_checkpoint(result.model_dir)
     gen = sample_config(loaded.tokenizer, seed)
     out = generate(loaded.model, loaded.tokenizer, PROMPTS, gen, schedule=loaded.settings.make_schedule())
