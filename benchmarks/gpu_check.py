@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
         except Exception as exc:  # noqa: BLE001 - any failure of a section is a result to keep
             report["errors"][name] = "".join(traceback.format_exception(exc))[-4000:]
             print(f"{name}: FAILED ({type(exc).__name__}: {exc})", flush=True)
+            if device == "cuda":
+                torch.cuda.empty_cache()  # an out-of-memory section leaves its blocks cached
         save()
 
     with section("matmul_peak"):

@@ -151,7 +151,9 @@ def _spy(monkeypatch, module, name: str, seen: list, then_raise: bool = True):
     monkeypatch.setattr(module, name, spy)
 
 
-@pytest.mark.parametrize("dtype, expected", [("bf16", torch.bfloat16), ("fp32", torch.float32), ("auto", None)])
+@pytest.mark.parametrize(
+    "dtype, expected", [("bf16", torch.bfloat16), ("fp32", torch.float32), ("auto", None)]
+)
 def test_generate_loads_the_weights_in_the_dtype_asked(monkeypatch, capsys, checkpoint, dtype, expected):
     import diffutron.sampling as sampling
     from diffutron.cli import main
@@ -173,7 +175,9 @@ def test_generate_loads_the_weights_in_the_dtype_asked(monkeypatch, capsys, chec
         (["infill", "{ckpt}", "--text", "Ankara <mask> şehri"], "diffutron.sampling", "infill"),
     ],
 )
-def test_eval_perplexity_serve_and_infill_take_device_and_dtype(monkeypatch, checkpoint, command, module, name):
+def test_eval_perplexity_serve_and_infill_take_device_and_dtype(
+    monkeypatch, checkpoint, command, module, name
+):
     import importlib
 
     from diffutron.cli import main
@@ -225,7 +229,9 @@ def test_the_loss_draws_with_a_generator_on_the_datas_device(micro_model, tokeni
 
 def _decoder_casts(prof, weight: torch.Tensor) -> int:
     shape = list(weight.shape)
-    return sum(1 for e in prof.events() if e.name == "aten::_to_copy" and list(e.input_shapes[0] or []) == shape)
+    return sum(
+        1 for e in prof.events() if e.name == "aten::_to_copy" and list(e.input_shapes[0] or []) == shape
+    )
 
 
 def test_the_chunked_head_under_autocast_equals_the_unchunked_one_and_casts_a_frozen_decoder_once(
@@ -245,7 +251,14 @@ def test_the_chunked_head_under_autocast_equals_the_unchunked_one_and_casts_a_fr
         micro_model.zero_grad()
         with profile(record_shapes=True) as prof:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                ce = parts(noisy, None, masked, targets, suppress_id=tokenizer.mask_token_id, max_logit_elements=limit)
+                ce = parts(
+                    noisy,
+                    None,
+                    masked,
+                    targets,
+                    suppress_id=tokenizer.mask_token_id,
+                    max_logit_elements=limit,
+                )
             ce.sum().backward()
         grad = micro_model.head.dense.weight.grad.clone()
         results[name] = (ce.detach().float(), grad, _decoder_casts(prof, decoder))
@@ -255,3 +268,46 @@ def test_the_chunked_head_under_autocast_equals_the_unchunked_one_and_casts_a_fr
     torch.testing.assert_close(ce_c, ce_w, rtol=2e-2, atol=2e-2)
     # bf16 sums over chunks and over the whole differ elementwise by rounding: compare as vectors
     assert (grad_c - grad_w).norm() < 1e-2 * grad_w.norm(), float((grad_c - grad_w).norm() / grad_w.norm())
+
+
+def test_the_elbo_of_bf16_weights_is_the_fp32_elbo_to_rounding(memorised, tokenizer):
+    # the same masks (one CPU generator, one seed): only the weights' precision differs
+    from diffutron.diffusion import elbo_perplexity
+
+    model, texts = memorised
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    kw = dict(schedule=get_schedule("linear"), mask_id=tokenizer.mask_token_id, t_samples=4)
+    results = [
+        elbo_perplexity(MaskedLMParts(m), enc["input_ids"], attention_mask=enc["attention_mask"], **kw)
+        for m in (model, copy.deepcopy(model).to(torch.bfloat16))
+    ]
+    fp32, bf16 = (r.nelbo_per_token for r in results)
+    assert 0 < fp32 < 6 and abs(bf16 - fp32) < 0.01 * fp32, (fp32, bf16)  # measured: 4.3666 and 4.3674
+
+
+def test_the_training_config_sets_the_heads_chunk_limit(tmp_path, tr_corpus, monkeypatch):
+    from diffutron.config import DataConfig, ModelConfig, RunConfig, TokenizerConfig, TrainingConfig
+    from diffutron.training import loop, train
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(tr_corpus), encoding="utf-8")
+    seen = []
+    real = loop.mdlm_loss
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("max_logit_elements"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "mdlm_loss", spy)
+    cfg = RunConfig(
+        model=ModelConfig(preset="tiny", overrides=dict(MICRO)),
+        tokenizer=TokenizerConfig(vocab_size=500),
+        data=DataConfig(sources=[str(corpus)], block_size=32, val_fraction=0.1),
+        training=TrainingConfig(
+            max_steps=1, batch_size=2, eval_every=0, save_every=0, max_logit_elements=5000
+        ),
+    )
+    train(cfg, tmp_path / "run")
+    assert seen and set(seen) == {5000}
+    with pytest.raises(ValueError, match="training.max_logit_elements must be at least 1"):
+        TrainingConfig(max_logit_elements=0)

@@ -30,7 +30,10 @@ def test_gpu_check_cpu_smoke_writes_every_number(smoke):
     assert report == json.loads(json.dumps(returned))  # the file holds the final report
     assert report["mode"] == "cpu-smoke" and report["complete"] and report["errors"] == {}
     assert [(r["lora"], r["compile"]) for r in report["train"]] == [
-        (False, False), (True, False), (False, True), (True, True)
+        (False, False),
+        (True, False),
+        (False, True),
+        (True, True),
     ]
     for r in report["train"]:
         assert r["tokens_per_second"] > 0 and 0 < r["mfu"] < 1.5

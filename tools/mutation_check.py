@@ -245,6 +245,14 @@ MUTATIONS: list[Mutation] = [
         why="--dtype parses but the weights load in float32: the GPU runs fp32 matmuls",
     ),
     Mutation(
+        name="chunk-limit-key-not-passed-to-the-loss",
+        file="src/diffutron/training/loop.py",
+        original="max_logit_elements=tc.max_logit_elements,",
+        replacement="",
+        tests=("tests/test_device_dtype.py::test_the_training_config_sets_the_heads_chunk_limit",),
+        why="training.max_logit_elements parses but the head keeps its built-in chunk limit",
+    ),
+    Mutation(
         name="gpu-check-stops-at-the-first-failure",
         file="benchmarks/gpu_check.py",
         original="except Exception as exc:  # noqa: BLE001 - any failure of a section is a result to keep",

@@ -204,7 +204,7 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[tor
     else:
         try:
             dev = torch.device(device)
-        except RuntimeError as exc:
+        except RuntimeError:
             raise ValueError(f"--device {device!r} is not a torch device (auto, cpu, cuda, cuda:1)") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {device}: CUDA is not available here (use --device cpu or auto)")
