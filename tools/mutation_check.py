@@ -401,6 +401,55 @@ MUTATIONS: list[Mutation] = [
         ),
         why="rows that differ only in repetition_penalty share one proposal call with the first row's settings",
     ),
+    # --- device and precision (issue 21) ---------------------------------------------------------
+    Mutation(
+        name="kv-cache-stores-in-the-embeddings-dtype",
+        file="src/diffutron/models/kv_cache.py",
+        original="self._storage(len(self.block), w, k)",
+        replacement="self._storage(len(self.block), w, x)",
+        tests=(
+            "tests/test_device_dtype.py::test_the_cache_keeps_keys_in_their_dtype",
+            "tests/test_device_dtype.py::test_the_cached_sampler_runs_in_bf16_and_agrees_with_fp32_greedy",
+        ),
+        why="the cache's storage takes the float32 embeddings' dtype: index_copy_ fails under bf16 autocast",
+    ),
+    Mutation(
+        name="head-casts-the-decoder-per-chunk",
+        file="src/diffutron/models/heads.py",
+        original="weight, bias = weight.to(dtype), bias.to(dtype)",
+        replacement="weight, bias = weight, bias",
+        tests=(
+            "tests/test_device_dtype.py::test_the_chunked_head_under_autocast_equals_the_unchunked_one_and_casts_a_frozen_decoder_once",
+        ),
+        why="a frozen 256k decoder is re-cast to bf16 in every chunk and recomputation (~75 GB per micro-batch)",
+    ),
+    Mutation(
+        name="dtype-flag-never-reaches-the-model",
+        file="src/diffutron/models/checkpoint.py",
+        original="return load_checkpoint(name_or_path, device=dev, dtype=dt, revision=revision)",
+        replacement="return load_checkpoint(name_or_path, device=dev, revision=revision)",
+        tests=(
+            "tests/test_device_dtype.py::test_generate_loads_the_weights_in_the_dtype_asked",
+            "tests/test_device_dtype.py::test_eval_perplexity_serve_and_infill_take_device_and_dtype",
+        ),
+        why="--dtype parses but the weights load in float32: the GPU runs fp32 matmuls",
+    ),
+    Mutation(
+        name="chunk-limit-key-not-passed-to-the-loss",
+        file="src/diffutron/training/loop.py",
+        original="max_logit_elements=tc.max_logit_elements,",
+        replacement="",
+        tests=("tests/test_device_dtype.py::test_the_training_config_sets_the_heads_chunk_limit",),
+        why="training.max_logit_elements parses but the head keeps its built-in chunk limit",
+    ),
+    Mutation(
+        name="gpu-check-stops-at-the-first-failure",
+        file="benchmarks/gpu_check.py",
+        original="except Exception as exc:  # noqa: BLE001 - any failure of a section is a result to keep",
+        replacement="except KeyboardInterrupt as exc:  # noqa: BLE001",
+        tests=("tests/test_gpu_check.py::test_a_failing_section_keeps_what_ran_and_the_rest_still_runs",),
+        why="a crash in the first GPU section loses every later number (the first GPU run's fate)",
+    ),
 ]
 
 

@@ -142,10 +142,11 @@ class TrainingConfig:
     precision: str = "auto"  # auto (bf16 on GPUs, fp32 on CPU) | fp32 (alias: no) | bf16 | fp16
     gradient_checkpointing: bool = False  # recompute activations in backward (transformers'): less memory, more time
     compile: bool | str = "auto"  # torch.compile the encoder: true | false | auto (one CUDA device; off on CPU: it does not pay back)
+    max_logit_elements: int | None = None  # logits per chunk of the head (rows x vocabulary); none: models.heads.MAX_LOGIT_ELEMENTS (32M)
 
     def __post_init__(self) -> None:
         # found by the fuzz suite: a batch of -1 sequences failed deep inside torch.cat, naming nothing
-        for key in ("batch_size", "grad_accum"):
+        for key in ("batch_size", "grad_accum", "max_logit_elements"):
             value = getattr(self, key)
             if isinstance(value, int) and value < 1:
                 raise ConfigError(f"training.{key} must be at least 1, got {value}")

@@ -17,6 +17,17 @@ from .lazy import LazyParser
 COMMANDS = ["train", "recipe", "generate", "evaluate", "serve"]  # modules under diffutron.cli, in help order
 
 
+def add_device_flags(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype`` of every command that loads a model for inference; resolved and
+    checked by ``models.checkpoint.resolve_device_dtype``."""
+    p.add_argument(
+        "--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:1 ..."
+    )
+    p.add_argument(
+        "--dtype", default="auto", help="weights: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = LazyParser(prog="diffutron", description="Masked diffusion language models for Turkish.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")

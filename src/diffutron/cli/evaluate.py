@@ -7,11 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def _device(name: str | None) -> str:
-    import torch
-
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+from . import add_device_flags
 
 
 def _list_tasks() -> int:
@@ -33,7 +29,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("give a model folder or hub id (or --list-tasks)")
     from ..evaluation import EvalConfig, evaluate, resolve_tasks
     from ..evaluation.report import markdown_report, plot_comparison
-    from ..models.checkpoint import load_checkpoint
+    from ..models.checkpoint import load_for_inference
 
     tasks = resolve_tasks(args.tasks)
     files = {}
@@ -59,7 +55,7 @@ def _eval(args: argparse.Namespace) -> int:
         gen_block_size=args.gen_block_size,
         log_items=args.log_items,
     )
-    loaded = load_checkpoint(args.model, device=_device(args.device), revision=args.revision)
+    loaded = load_for_inference(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
     results = evaluate(loaded, tasks, config, progress=not args.quiet)
     data = results.to_dict()
     report = markdown_report(data)
@@ -88,9 +84,9 @@ def _eval(args: argparse.Namespace) -> int:
 def _perplexity(args: argparse.Namespace) -> int:
     from ..data.sources import DataReport, iter_documents
     from ..evaluation import text_perplexity
-    from ..models.checkpoint import load_checkpoint
+    from ..models.checkpoint import load_for_inference
 
-    loaded = load_checkpoint(args.model, device=_device(args.device), revision=args.revision)
+    loaded = load_for_inference(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
     report = DataReport()
     docs = (d for src in args.sources for d in iter_documents(src, report))
     r = text_perplexity(
@@ -160,7 +156,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--gen-block-size", type=int, default=32)
     p.add_argument("--dataset-revision", help="hub dataset revision (commit) for every hub task")
     p.add_argument("--revision", help="model revision on the hub")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_device_flags(p)
     p.add_argument("--output", help="results JSON; a markdown table and a bar chart are written next to it")
     p.add_argument("--report", help="markdown path (default: OUTPUT with .md)")
     p.add_argument("--plot", help="bar chart path (default: OUTPUT with .png)")
@@ -180,7 +176,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--revision", help="model revision on the hub")
-    p.add_argument("--device")
+    add_device_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_perplexity)
 

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import add_device_flags
 from .lazy import defer
 
 SKIP_FOR_INFILL = {"max_new_tokens", "stop", "stop_at_eos"}
@@ -74,10 +75,10 @@ def _token_id(tokenizer, text: str) -> int:
     return tid
 
 
-def _load(model: str):
-    from ..models.checkpoint import load_checkpoint
+def _load(args: argparse.Namespace):
+    from ..models.checkpoint import load_for_inference
 
-    loaded = load_checkpoint(model)
+    loaded = load_for_inference(args.model, device=args.device, dtype=args.dtype)
     return loaded, loaded.settings.make_schedule()
 
 
@@ -102,7 +103,7 @@ def _generate(args: argparse.Namespace) -> int:
     from ..sampling import generate
 
     prompts = _read_prompts(args)
-    loaded, schedule = _load(args.model)
+    loaded, schedule = _load(args)
     cfg = _config(args, loaded.tokenizer)
     for i in range(0, len(prompts), args.batch_size):
         batch = prompts[i : i + args.batch_size]
@@ -140,7 +141,7 @@ def _infill(args: argparse.Namespace) -> int:
         texts += _read_lines(args.texts_file, "--texts-file")
     if not texts:
         raise ValueError('give --text "... <mask> ..." (repeatable) or --texts-file FILE')
-    loaded, schedule = _load(args.model)
+    loaded, schedule = _load(args)
     cfg = _config(args, loaded.tokenizer)
     t0 = time.perf_counter()
     out = infill(
@@ -165,7 +166,7 @@ def _infill(args: argparse.Namespace) -> int:
 def _chat(args: argparse.Namespace) -> int:
     from ..sampling import CHAT_STOP, chat_prompt, stream
 
-    loaded, schedule = _load(args.model)
+    loaded, schedule = _load(args)
     tok = loaded.tokenizer
     cfg = _config(args, tok)
     if not cfg.stop:
@@ -231,7 +232,7 @@ def _denoise_plot(args: argparse.Namespace) -> int:
     from ..sampling import generate
     from ..sampling.plot import plot_denoising
 
-    loaded, schedule = _load(args.model)
+    loaded, schedule = _load(args)
     cfg = _config(args, loaded.tokenizer)
     out = generate(
         loaded.model, loaded.tokenizer, [args.prompt], cfg, schedule=schedule, mask_id=loaded.mask_id
@@ -251,6 +252,7 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--json", action="store_true", help="one JSON object per prompt (text, forward_passes, ...)"
     )
+    add_device_flags(p)
     _add_config_flags(p)
     p.set_defaults(func=_generate)
 
@@ -260,6 +262,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--texts-file", help="a file with one text per line")
     p.add_argument("--span", type=int, default=2, help="tokens per hole written without a length (default 2)")
     p.add_argument("--json", action="store_true", help="one JSON object per text (text, fills, ...)")
+    add_device_flags(p)
     _add_config_flags(p, SKIP_FOR_INFILL)
     p.set_defaults(func=_infill)
 
@@ -272,6 +275,7 @@ def add_parsers(sub) -> None:
         default=True,
         help="show the answer unmasking step by step (default on in a terminal)",
     )
+    add_device_flags(p)
     _add_config_flags(p)
     p.set_defaults(func=_chat)
 
@@ -279,5 +283,6 @@ def add_parsers(sub) -> None:
     p.add_argument("model", help="model folder or hub id")
     p.add_argument("--prompt", required=True)
     p.add_argument("--out", default="denoise.png", help="PNG path (default denoise.png)")
+    add_device_flags(p)
     _add_config_flags(p)
     p.set_defaults(func=_denoise_plot)

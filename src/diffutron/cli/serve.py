@@ -19,9 +19,9 @@ def _serve(args: argparse.Namespace) -> int:
         from ..serving.openai_schema import Limits
     except ImportError as exc:
         raise RuntimeError(f'serving needs the serve extra: pip install "diffutron[serve]" ({exc})') from None
-    from ..models.checkpoint import load_checkpoint
+    from ..models.checkpoint import load_for_inference
 
-    loaded = load_checkpoint(args.model, device=args.device)
+    loaded = load_for_inference(args.model, device=args.device, dtype=args.dtype)
     api_key = args.api_key or os.environ.get("DIFFUTRON_API_KEY") or None
     app = create_app(
         loaded.model,
@@ -49,6 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
+    from . import add_device_flags
     from .lazy import defer
 
     p = sub.add_parser("serve", help="OpenAI-compatible server with continuous batching, and a web page")
@@ -59,7 +60,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: env DIFFUTRON_API_KEY)")
     p.add_argument("--name", help="model id clients send (default: the MODEL argument)")
-    p.add_argument("--device", help="torch device for the model (default: where it loads, the CPU)")
+    add_device_flags(p)
     p.add_argument("--max-batch", type=int, default=64, help="rows decoded together (default 64)")
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting before 429 (default 256)")
 

@@ -8,7 +8,8 @@ One call of ``mdlm_loss`` on a batch:
      k ~ U{1..n} of a row's n maskable tokens with weight n / k instead of w(t) (``"count"``: the same
      NELBO in expectation with less variance; see ``masking``);
   3. encode the noisy batch; run the output head only on masked rows, in chunks when the
-     [rows x vocab] logits would be large (each chunk re-computed in backward instead of stored);
+     [rows x vocab] logits would be large (each chunk re-computed in backward instead of stored;
+     ``max_logit_elements`` per chunk, default ``MAX_LOGIT_ELEMENTS``, ``training.max_logit_elements``);
   4. cross-entropy with the mask token's logit at -inf (the model never predicts [M], MDLM "SUBS");
   5. weight by w(t) and normalise: ``token`` = by maskable tokens of the batch (dllm default, an
      unbiased NELBO per token), ``sequence`` = per row by its maskable count, then mean over rows.
@@ -66,7 +67,7 @@ def weighted_masked_nll(
     *,
     suppress_id: int | None,
     sparse_head: bool = True,
-    max_logit_elements: int = MAX_LOGIT_ELEMENTS,
+    max_logit_elements: int | None = None,
 ) -> torch.Tensor:
     """[B, L] tensor of weight_b * CE at masked positions (0 elsewhere). Shared by the loss and
     the likelihood estimators so all of them score exactly the same way. ``parts`` may be wrapped
@@ -99,7 +100,7 @@ def mdlm_loss(
     stratified: bool = True,
     eps: float = T_EPS,
     sparse_head: bool = True,
-    max_logit_elements: int = MAX_LOGIT_ELEMENTS,
+    max_logit_elements: int | None = None,
     estimator: str = "time",
 ) -> LossOutput:
     if normalization not in NORMALIZATIONS:

@@ -16,6 +16,11 @@ alpha(1) = 0 (substitute m = 1 - alpha(t), dm / m = w(t) dt). So sum_k 1/k E[CE 
 What it removes is the binomial noise of the count at each t: the ``time`` draw puts a weight of up
 to 1/eps on the one or two tokens a small t masks, the ``count`` draw never more than n.
 Non-maskable positions (padding, SFT prompts) are never touched by either.
+
+Every draw happens on the generator's device (a CPU generator gives the same masks whatever device
+the data is on; a CUDA generator draws on the GPU), or on the data's device without one; the results
+move to the data's device. A generator can only draw on its own device: drawing on the CPU with a
+CUDA generator raised at the first step (issue 21).
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ import torch
 from .schedules import Schedule
 
 T_EPS = 1e-3  # smallest t: w(t) ~ 1/t explodes at 0, and at t = 0 nothing is masked anyway
+
+
+def draw_device(generator: torch.Generator | None, data_device: torch.device | str) -> torch.device:
+    """Where random numbers are drawn: on the generator's device, else on the data's."""
+    return generator.device if generator is not None else torch.device(data_device)
 
 
 def sample_times(
@@ -38,11 +48,12 @@ def sample_times(
     """Noise levels in [eps, 1). ``stratified``: systematic sampling, t_i = (u + i/B) mod 1 with one
     shared offset u ~ U[0, 1), so every batch covers [0, 1) evenly, which lowers the variance of the
     loss at no cost (MDLM's "low-discrepancy sampler"; not antithetic pairs t, 1 - t). Else i.i.d."""
+    at = draw_device(generator, device)
     if stratified:
-        u = torch.rand(1, generator=generator, dtype=torch.float64)
-        t = (u + torch.arange(batch_size, dtype=torch.float64) / batch_size) % 1.0
+        u = torch.rand(1, generator=generator, dtype=torch.float64, device=at)
+        t = (u + torch.arange(batch_size, dtype=torch.float64, device=at) / batch_size) % 1.0
     else:
-        t = torch.rand(batch_size, generator=generator, dtype=torch.float64)
+        t = torch.rand(batch_size, generator=generator, dtype=torch.float64, device=at)
     return (eps + (1.0 - eps) * t).float().to(device)
 
 
@@ -57,8 +68,8 @@ def mask_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (noisy ids, bool mask of the positions that were masked). ``t`` has shape [B]."""
     p_mask = schedule.mask_probability(t.float())[:, None]  # [B, 1]
-    # Draw on CPU with the caller's generator so the masks are reproducible on any device.
-    u = torch.rand(input_ids.shape, generator=generator).to(input_ids.device)
+    u = torch.rand(input_ids.shape, generator=generator, device=draw_device(generator, input_ids.device))
+    u = u.to(input_ids.device)
     masked = (u < p_mask.to(input_ids.device)) & maskable
     noisy = torch.where(masked, torch.full_like(input_ids, mask_id), input_ids)
     return noisy, masked
@@ -72,13 +83,14 @@ def sample_counts(
 ) -> torch.Tensor:
     """Masked-token counts k in 1..n per row (n = the row's maskable tokens; 0 where n = 0), uniform.
     ``stratified``: systematic over the batch like ``sample_times``: k_i = 1 + floor(((u + i/B) mod 1) n_i)."""
-    n = maskable.sum(dim=1).cpu().to(torch.float64)
+    at = draw_device(generator, maskable.device)
+    n = maskable.sum(dim=1).to(at, torch.float64)
     batch = n.shape[0]
     if stratified:
-        u = torch.rand(1, generator=generator, dtype=torch.float64)
-        q = (u + torch.arange(batch, dtype=torch.float64) / batch) % 1.0
+        u = torch.rand(1, generator=generator, dtype=torch.float64, device=at)
+        q = (u + torch.arange(batch, dtype=torch.float64, device=at) / batch) % 1.0
     else:
-        q = torch.rand(batch, generator=generator, dtype=torch.float64)
+        q = torch.rand(batch, generator=generator, dtype=torch.float64, device=at)
     return torch.minimum(1.0 + torch.floor(q * n), n).long()
 
 
@@ -93,11 +105,12 @@ def mask_counts(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (noisy ids, bool mask of the masked positions, per-row ELBO weights n / k): exactly
     ``k`` (default: ``sample_counts``) random maskable positions of each row are masked."""
+    at = draw_device(generator, input_ids.device)
     if k is None:
         k = sample_counts(maskable, stratified=stratified, generator=generator)
-    n = maskable.sum(dim=1).cpu()
-    # Draw on CPU with the caller's generator so the masks are reproducible on any device.
-    scores = torch.rand(input_ids.shape, generator=generator).masked_fill_(~maskable.cpu(), 2.0)
+    k = k.to(at)
+    n = maskable.sum(dim=1).to(at)
+    scores = torch.rand(input_ids.shape, generator=generator, device=at).masked_fill_(~maskable.to(at), 2.0)
     rank = scores.argsort(dim=1).argsort(dim=1)  # 0 = the first position to mask
     masked = (rank < k[:, None]).to(input_ids.device) & maskable
     noisy = torch.where(masked, torch.full_like(input_ids, mask_id), input_ids)

@@ -2,6 +2,7 @@
 
     save_checkpoint(out_dir, model, tokenizer, settings)   # safetensors + tokenizer + diffusion_config.json
     loaded = load_checkpoint("path/or/hub-id")              # -> Loaded(model, tokenizer, settings)
+    loaded = load_for_inference(path, device="auto", dtype="auto")   # the commands' --device/--dtype
 
 A folder written here loads with ``AutoModelForMaskedLM.from_pretrained`` and
 ``AutoTokenizer.from_pretrained`` as well. ``load_checkpoint`` also takes any masked LM from the hub
@@ -189,6 +190,44 @@ def load_checkpoint(
     if device is not None:
         model.to(device)
     return Loaded(model=model, tokenizer=tokenizer, settings=settings, source=src)
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """The ``--device`` and ``--dtype`` of ``generate``, ``eval``, ``perplexity`` and ``serve``.
+    ``auto`` device: cuda when available, else cpu. ``auto`` dtype: bf16 on CUDA, fp32 elsewhere
+    (CPUs with native bf16 units may get bf16 later: without them bf16 runs many times slower)."""
+    if device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"--device {device!r} is not a torch device (auto, cpu, cuda, cuda:1)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available here (use --device cpu or auto)")
+        if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices")
+    if dtype == "auto":
+        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: choose auto, {', '.join(DTYPES)}")
+    return dev, DTYPES[dtype]
+
+
+def load_for_inference(
+    name_or_path: str | Path, *, device: str = "auto", dtype: str = "auto", revision: str | None = None
+) -> Loaded:
+    """``load_checkpoint`` on the device and in the dtype of ``resolve_device_dtype`` (the weights
+    themselves in bf16/fp16, not autocast: half the memory and traffic). On CUDA, TF32 is enabled
+    for what still multiplies in float32 (``--dtype fp32``)."""
+    dev, dt = resolve_device_dtype(device, dtype)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return load_checkpoint(name_or_path, device=dev, dtype=dt, revision=revision)
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

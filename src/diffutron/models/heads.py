@@ -20,6 +20,7 @@ masked LM still works through a fallback that runs the full model and returns th
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,22 +43,41 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def _index(i: int, device: torch.device) -> torch.Tensor:
+    # torch.full writes on the device; torch.tensor([i], device=cuda) copies from the host and waits
+    return torch.full((1,), i, dtype=torch.long, device=device)
+
+
 def suppressed_logits(logits: torch.Tensor, suppress_id: int | None) -> torch.Tensor:
     """float32 logits with the mask token's logit at -inf: the model never predicts [M]."""
     logits = logits.float()
     if suppress_id is None:
         return logits
-    index = torch.tensor([suppress_id], device=logits.device)
-    return logits.index_fill(logits.ndim - 1, index, float("-inf"))
+    return logits.index_fill(logits.ndim - 1, _index(suppress_id, logits.device), float("-inf"))
+
+
+def suppressing_decoder(linear: nn.Linear, suppress_id: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``linear`` with the output ``suppress_id`` at -inf, put into the bias: the same logits as
+    ``suppressed_logits(linear(x), suppress_id)`` (x @ W.T + b, and -inf + finite = -inf) without
+    a second [N, V] copy of them in forward and another in backward.
+
+    Under autocast the weight and bias are cast to its dtype here, once, and every chunk of
+    ``head_cross_entropy`` (and its recomputation in backward) reuses the cast: autocast caches casts
+    only of weights that require grad, so a frozen [V, H] decoder (the tied embedding in a LoRA
+    stage) was otherwise re-cast in each chunk, about 75 GB of traffic per micro-batch at 256k."""
+    weight = linear.weight
+    bias = linear.bias if linear.bias is not None else weight.new_zeros(linear.out_features)
+    kind = weight.device.type
+    if torch.is_autocast_enabled(kind):
+        dtype = torch.get_autocast_dtype(kind)
+        weight, bias = weight.to(dtype), bias.to(dtype)
+    bias = bias.index_fill(0, _index(suppress_id, bias.device), float("-inf"))
+    return lambda x: F.linear(x, weight, bias)
 
 
 def suppressing_linear(x: torch.Tensor, linear: nn.Linear, suppress_id: int) -> torch.Tensor:
-    """``linear(x)`` with the output ``suppress_id`` at -inf, put into the bias: the same logits as
-    ``suppressed_logits(linear(x), suppress_id)`` (x @ W.T + b, and -inf + finite = -inf) without
-    a second [N, V] copy of them in forward and another in backward."""
-    bias = linear.bias if linear.bias is not None else x.new_zeros(linear.out_features)
-    index = torch.tensor([suppress_id], device=bias.device)
-    return F.linear(x, linear.weight, bias.index_fill(0, index, float("-inf")))
+    """``suppressing_decoder(linear, suppress_id)(x)``, for one call."""
+    return suppressing_decoder(linear, suppress_id)(x)
 
 
 def _suppressed_ce(head: Callable, hidden: torch.Tensor, targets: torch.Tensor, suppress_id: int | None):
@@ -136,14 +156,14 @@ class MaskedLMParts(nn.Module):
 
         self.sparse_head = encoder is not None and head is not None
         self.__dict__["_encoder"], self.__dict__["_head"] = encoder, head
-        self.__dict__["_suppressing"] = (
-            (lambda h, sid: suppressing_linear(body(h), decoder, sid)) if isinstance(decoder, nn.Linear) else None
-        )
+        self.__dict__["_body"] = body
+        self.__dict__["_decoder"] = decoder if isinstance(decoder, nn.Linear) else None
 
-    def compile_encoder(self) -> None:
+    def compile_encoder(self, **options: Any) -> None:
         """``torch.compile`` the encoder in place (the whole model for the fallback): parameter
-        names, ``state_dict`` and saved checkpoints stay those of the plain model."""
-        (self._encoder if self.sparse_head else self.model).compile()
+        names, ``state_dict`` and saved checkpoints stay those of the plain model. ``options`` go to
+        ``torch.compile`` (``backend="eager"``: traced by dynamo, no code generated, for CPU tests)."""
+        (self._encoder if self.sparse_head else self.model).compile(**options)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.sparse_head:
@@ -164,12 +184,14 @@ class MaskedLMParts(nn.Module):
         sparse_head: bool = True,
         max_logit_elements: int | None = None,
     ) -> torch.Tensor:
-        """Cross-entropy [N] of ``targets`` at the ``masked`` positions [B, L] of the noisy batch."""
+        """Cross-entropy [N] of ``targets`` at the ``masked`` positions [B, L] of the noisy batch.
+        ``max_logit_elements``: logits per chunk of the head (default ``MAX_LOGIT_ELEMENTS``)."""
         hidden = self.encode(noisy_ids, attention_mask)  # [B, L, H] (or [B, L, V] for the fallback)
         if sparse_head and self.sparse_head:
             head, suppress = self.head, suppress_id
-            if suppress_id is not None and self._suppressing is not None:
-                head, suppress = (lambda h: self._suppressing(h, suppress_id)), None  # -inf in the bias
+            if suppress_id is not None and self._decoder is not None:
+                decoder = suppressing_decoder(self._decoder, suppress_id)  # once per forward, not per chunk
+                head, suppress = (lambda h: decoder(self._body(h))), None  # -inf in the bias
             return head_cross_entropy(
                 head,
                 hidden[masked],

@@ -155,7 +155,12 @@ class EncoderKVCache:
         return torch.where(torch.arange(n, device=idx.device)[None, :] < count[:, None], idx, last)
 
     def _storage(self, rows_total: int, width: int, like: torch.Tensor) -> None:
-        """Allocate (first use) or widen (a wider canvas joined) the per-layer key/value tensors."""
+        """Allocate (first use) or widen (a wider canvas joined) the per-layer key/value tensors, in
+        the dtype of the keys ``like``: under autocast the embeddings are float32 but the keys come
+        out of ``Wqkv`` in bf16/fp16, and storage in the embeddings' dtype failed in ``index_copy_``."""
+        if self.keys and self.keys[0].dtype != like.dtype:  # the autocast setting changed between runs
+            for store in (self.keys, self.values):
+                store[:] = [t.to(like.dtype) for t in store]
         if not self.keys:
             shape = (rows_total, self.heads, width, self.head_dim)
             self.keys = [like.new_zeros(shape) for _ in self.layer_types]
@@ -180,8 +185,6 @@ class EncoderKVCache:
         enc = self.encoder
         b, w = ids.shape
         x = enc.embeddings(input_ids=ids.gather(1, idx))  # [b, n, H]
-        if store is not None:
-            self._storage(len(self.block), w, x)
         # [b, 1, n, w] which keys each query sees: real positions, and the window in sliding layers
         real = attention.bool()[:, None, None, :]
         near = (idx[:, :, None] - torch.arange(w, device=ids.device)[None, None, :]).abs() <= self.window
@@ -194,6 +197,8 @@ class EncoderKVCache:
             q, k, v = (t.transpose(1, 2) for t in qkv.unbind(dim=2))  # [b, heads, n, d]
             cos, sin = rope[layer.attention_type]
             q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+            if store is not None and i == 0:
+                self._storage(len(self.block), w, k)
             if store is not None:  # index_copy_/index_select: cheaper than advanced indexing
                 self.keys[i][:, :, :w].index_copy_(0, store, k)
                 self.values[i][:, :, :w].index_copy_(0, store, v)

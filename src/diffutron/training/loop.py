@@ -396,6 +396,7 @@ def _step(run: _Run) -> tuple[torch.Tensor, int]:
                 stratified=run.cfg.diffusion.stratified_t,
                 eps=run.cfg.diffusion.t_eps,
                 estimator=run.cfg.diffusion.estimator,
+                max_logit_elements=tc.max_logit_elements,
             )
             accelerator.backward(out.loss / tc.grad_accum)
         loss_sum += out.loss.detach() / tc.grad_accum
