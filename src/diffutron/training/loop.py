@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, to_dict
@@ -98,6 +98,26 @@ def _optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=True)
     except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not take
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), foreach=True)
+
+
+def fill_deepspeed_config(ds: dict, tc) -> None:
+    """Under DeepSpeed the engine, not this loop, clips and decides when to step, and it needs the
+    micro-batch size (no data loader is prepared): all three come from the training config.
+    A DeepSpeed or launch config that sets one of them to another value is refused; ``auto`` (or
+    leaving it out) lets the training config decide."""
+    wanted = {
+        "train_micro_batch_size_per_gpu": ("batch_size", tc.batch_size),
+        "gradient_accumulation_steps": ("grad_accum", tc.grad_accum),
+        "gradient_clipping": ("grad_clip", float(tc.grad_clip)),
+    }
+    for key, (name, value) in wanted.items():
+        given = ds.get(key, "auto")
+        if given != "auto" and given != value:
+            raise ValueError(
+                f"the DeepSpeed config sets {key}: {given} but training.{name} is {value}: "
+                f"set it to auto there (training.{name} decides) or change training.{name}"
+            )
+        ds[key] = value
 
 
 def _should_compile(setting: bool | str, device: torch.device, processes: int = 1) -> bool:
@@ -226,7 +246,7 @@ def train(
     # the "before" numbers: measured now, or read back from the log of the run being resumed
     first_eval = _evaluate(run, state.step) if state.step == 0 else _logged_eval(run.metrics_path, step=0)
     t_start, tokens_at_start, start_step = time.perf_counter(), state.tokens, state.step
-    budget = _TimeBudget(tc.max_minutes, tc.max_steps) if tc.max_minutes else None
+    budget = _TimeBudget(tc.max_minutes, tc.max_steps, run.accelerator) if tc.max_minutes else None
     elapsed_before = state.elapsed_s
     first_step_s = None
     while state.step < state.total_steps:
@@ -266,7 +286,18 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
     tc = cfg.training
     if max_steps is not None:
         tc.max_steps = max_steps
-    accelerator = Accelerator(mixed_precision=_precision(tc.precision), cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(
+        mixed_precision=_precision(tc.precision),
+        cpu=not torch.cuda.is_available(),
+        # accelerate's own accumulation: DDP skips the all-reduce and DeepSpeed its engine step on all
+        # but the last micro-batch of a step (without it DeepSpeed stepped on every micro-batch)
+        gradient_accumulation_steps=tc.grad_accum,
+        # one LR step per optimiser step: accelerate's default steps a prepared scheduler once per
+        # process, so on N processes the warmup and cosine ran N times too fast
+        step_scheduler_with_optimizer=False,
+    )
+    if accelerator.state.deepspeed_plugin is not None:
+        fill_deepspeed_config(accelerator.state.deepspeed_plugin.deepspeed_config, tc)
     main = accelerator.is_main_process
     ckpt_root = out_dir / "checkpoints"
     resume_from = latest_checkpoint(ckpt_root) if resume else None
@@ -320,7 +351,7 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
     val_rows = np.sort(data.val_idx[: tc.eval_blocks])
 
     # optimisation: AdamW + warmup/cosine; the LR lambda reads state.total_steps (a time budget moves it)
-    state = TrainState(total_steps=tc.max_steps)
+    state = TrainState(total_steps=tc.max_steps, processes=accelerator.num_processes)
     optimizer = _optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(state, tc.warmup_steps, tc.min_lr_ratio, tc.warmup_ratio)
@@ -338,6 +369,7 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
     if resume_from is not None:
         resume_from, restored = load_latest_checkpoint(accelerator, ckpt_root, generator)
         state.__dict__.update(restored.__dict__)
+        state.processes = accelerator.num_processes  # checked equal; older checkpoints did not record it
         saved_step = state.step
         if max_steps is not None:
             state.total_steps = max_steps  # --max-steps is the run's total; the cosine follows it
@@ -378,13 +410,11 @@ def _step(run: _Run) -> tuple[torch.Tensor, int]:
     logs) and the maskable tokens of this process (counted on the host, before the copy)."""
     tc, accelerator, parts = run.cfg.training, run.accelerator, run.parts
     step_tokens, loss_sum = 0, torch.zeros((), device=accelerator.device)
-    for micro in range(tc.grad_accum):
+    for _ in range(tc.grad_accum):
         ids, maskable = run.batches.get(run.state)
         step_tokens += int(maskable.sum())
         ids, maskable = ids.to(accelerator.device), maskable.to(accelerator.device)
-        sync = micro == tc.grad_accum - 1
-        ctx = accelerator.no_sync(parts) if not sync else _nullcontext()
-        with ctx, accelerator.autocast():
+        with accelerator.accumulate(parts), accelerator.autocast():
             out = mdlm_loss(
                 parts,
                 ids,
@@ -397,7 +427,7 @@ def _step(run: _Run) -> tuple[torch.Tensor, int]:
                 eps=run.cfg.diffusion.t_eps,
                 estimator=run.cfg.diffusion.estimator,
             )
-            accelerator.backward(out.loss / tc.grad_accum)
+            accelerator.backward(out.loss)  # divided by grad_accum there (by the engine under DeepSpeed)
         loss_sum += out.loss.detach() / tc.grad_accum
     if tc.grad_clip > 0:
         accelerator.clip_grad_norm_(parts.parameters(), tc.grad_clip)
@@ -501,10 +531,12 @@ class _TimeBudget:
     after ``CALIBRATION_STEPS`` steps, and from then on every step from the steps since then only.
     The total is the steps the remaining time allows at that pace (at most the configured
     ``max_steps``); when the time is spent, the run stops. Evaluations inside the loop count as
-    training time: the budget given is the budget spent."""
+    training time: the budget given is the budget spent. On several processes the main process's
+    total is the total of all: each process's clock differs, and a process that stopped one step
+    before the others would leave them waiting in a collective (and the LR would differ by process)."""
 
-    def __init__(self, minutes: float, max_steps: int):
-        self.seconds, self.cap = minutes * 60, max_steps
+    def __init__(self, minutes: float, max_steps: int, accelerator: Accelerator | None = None):
+        self.seconds, self.cap, self.accelerator = minutes * 60, max_steps, accelerator
         self.mark: tuple[int, float] | None = None  # (step, elapsed) where the pace is measured from
 
     def update(self, state: TrainState, start_step: int) -> bool:
@@ -519,6 +551,9 @@ class _TimeBudget:
         left = self.seconds - state.elapsed_s
         total = state.step + max(0, int(left / max(pace, 1e-9)))
         total = max(state.step, min(self.cap, total))
+        if self.accelerator is not None and self.accelerator.num_processes > 1:
+            agreed = broadcast(torch.tensor([total], device=self.accelerator.device), from_process=0)
+            total = int(agreed.item())
         changed, state.total_steps = total != state.total_steps, total
         return changed
 
@@ -530,14 +565,6 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _append_jsonl(path: Path, row: dict) -> None:
