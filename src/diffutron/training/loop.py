@@ -25,14 +25,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast, set_seed
+from accelerate.utils import DistributedType, broadcast, extract_model_from_parallel, set_seed
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, to_dict
@@ -296,6 +301,14 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
         # process, so on N processes the warmup and cosine ran N times too fast
         step_scheduler_with_optimizer=False,
     )
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type != DistributedType.FSDP:
+        # accelerate turns an FSDP launch config on CPU into DDP without a word (its FSDP branch
+        # exists only for GPU-type devices): a run must not claim sharding it does not do
+        raise ValueError(
+            f"the launch config asks for FSDP, but accelerate set up {accelerator.distributed_type} on "
+            f"{accelerator.device.type}: accelerate runs FSDP only on GPU-type devices. For several CPU "
+            "processes use launch/ddp-cpu-2proc.yaml or torchrun (docs/distributed.md)"
+        )
     if accelerator.state.deepspeed_plugin is not None:
         fill_deepspeed_config(accelerator.state.deepspeed_plugin.deepspeed_config, tc)
     main = accelerator.is_main_process
@@ -320,11 +333,7 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
         if cfg.sft is not None:
             prepare_chat_template(cfg.sft, tokenizer)
         data: TrainData = prepare_data(cfg, tokenizer, out_dir / "data", tc.seed)
-    model = build_model(cfg.model, tokenizer)
-    if tc.gradient_checkpointing:
-        enable_activation_checkpointing(model)
-    if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora)
+    model = _network(cfg, tokenizer)
     compiled = _should_compile(tc.compile, accelerator.device, accelerator.num_processes)
     parameters = trainable_share(model)
     schedule = get_schedule(cfg.diffusion.schedule, **cfg.diffusion.schedule_args)
@@ -404,6 +413,36 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
     )
 
 
+def _network(cfg: RunConfig, tokenizer) -> torch.nn.Module:
+    """The model as built for training: the preset or pretrained weights, checkpointing, LoRA."""
+    model = build_model(cfg.model, tokenizer)
+    if cfg.training.gradient_checkpointing:
+        enable_activation_checkpointing(model)
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora)
+    return model
+
+
+def gather_full_model(
+    parts: torch.nn.Module, rebuild: Callable[[], torch.nn.Module], main: bool
+) -> torch.nn.Module | None:
+    """The trained network (``MaskedLMParts.model``), whole, on the main process; None on the others.
+    Every process must call it. Unsharded (one process, DDP) it is the trained module itself. Sharded
+    (FSDP1 flat parameters, FSDP2 DTensors), its full state dict is gathered, a collective: the main
+    process alone waited forever on the others, and a state dict taken on each process held the
+    root unit's weights as shards. The full weights are loaded into ``rebuild()``, an unsharded
+    ``MaskedLMParts`` of the same network, where LoRA can be merged and the model saved."""
+    sharded = isinstance(parts, FullyShardedDataParallel) or any(isinstance(p, DTensor) for p in parts.parameters())
+    if not sharded:
+        return extract_model_from_parallel(parts).model if main else None
+    full = get_model_state_dict(parts, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not main:
+        return None
+    whole = rebuild()
+    whole.load_state_dict(full)
+    return whole.model
+
+
 def _step(run: _Run) -> tuple[torch.Tensor, int]:
     """Phase 2, one optimiser step: ``grad_accum`` micro-batches, clip, AdamW, LR. Returns the loss
     (a tensor on the device: reading it waits for the device, so the loop does that only when it
@@ -479,8 +518,8 @@ def _finish(
     final_eval = _evaluate(run, state.step)
     model_dir = run.out_dir / "model"
     summary: dict = {}
+    net = gather_full_model(run.parts, lambda: MaskedLMParts(_network(cfg, run.tokenizer)), run.main)
     if run.main:
-        net = run.accelerator.unwrap_model(run.parts).model
         if cfg.lora.enabled and cfg.lora.merge:
             net = merge_lora(net)
         elif cfg.lora.enabled:
