@@ -271,6 +271,40 @@ MUTATIONS: list[Mutation] = [
         ),
         why="sync_gradients on every micro-batch: DeepSpeed steps its engine grad_accum times per step",
     ),
+    Mutation(
+        name="fsdp-launch-on-cpu-runs-as-ddp",
+        file="src/diffutron/training/loop.py",
+        original='if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and',
+        replacement="if False and",
+        tests=("tests/test_fsdp.py::test_an_fsdp_launch_on_cpu_is_refused_instead_of_running_as_ddp",),
+        why="an FSDP launch config on CPU runs as DDP (accelerate's choice) and the run claims FSDP",
+    ),
+    Mutation(
+        name="only-main-gathers-shards",
+        file="src/diffutron/training/loop.py",
+        original=(
+            "    full = get_model_state_dict(parts, options=StateDictOptions(full_state_dict=True, cpu_offload=True))\n"
+            "    if not main:\n        return None\n"
+        ),
+        replacement=(
+            "    if not main:\n        return None\n"
+            "    full = get_model_state_dict(parts, options=StateDictOptions(full_state_dict=True, cpu_offload=True))\n"
+        ),
+        tests=(
+            "tests/test_fsdp.py::test_a_sharded_model_is_gathered_on_every_process_and_saved_whole_with_lora_merged",
+        ),
+        why="only the main process gathers a sharded model (a collective): it waits forever on the others",
+    ),
+    Mutation(
+        name="deepspeed-clips-at-its-own-value",
+        file="src/diffutron/training/loop.py",
+        original='        "gradient_clipping": ("grad_clip", float(tc.grad_clip)),\n',
+        replacement="",
+        tests=(
+            "tests/test_training.py::test_accumulation_runs_through_accelerate_and_deepspeed_takes_its_settings",
+        ),
+        why="DeepSpeed clips at its own default (1.0), not training.grad_clip",
+    ),
 ]
 
 

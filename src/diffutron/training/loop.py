@@ -11,13 +11,16 @@ whose prompt is never masked). What a step does:
   1. take the next micro-batch of rows (a seeded permutation per epoch; each process its slice);
   2. ``mdlm_loss``: stratified t, masking of maskable positions, encoder, head at masked positions
      only, weighted CE, token or sequence normalisation;
-  3. accumulate gradients (``accelerator.no_sync`` between micro-batches), clip, AdamW, warmup+cosine LR.
+  3. accumulate gradients (``accelerator.accumulate``: no all-reduce, no DeepSpeed engine step before
+     the last micro-batch), clip, AdamW, warmup+cosine LR (one LR step per optimiser step).
 Every ``eval_every`` steps (and before the first and after the last) the validation ELBO perplexity
 is computed on a fixed slice of held-out rows with a fixed seed, so the numbers are comparable across
 steps and runs; SFT runs also report it per answer token (the answer ELBO given the prompt). Every ``save_every``
 steps an atomic checkpoint is written (see ``state.py``); ``resume=True`` continues from the latest and
-ends bit-identical (on CPU) to an uninterrupted run. Distributed training (DDP/FSDP/DeepSpeed) comes
-from ``accelerate launch``; this file has no distributed code of its own beyond the data slice.
+ends bit-identical (on CPU) to an uninterrupted run, on the number of processes it was trained on.
+Several processes come from ``torchrun`` or ``accelerate launch``; beyond each process's data slice,
+this file only broadcasts a time budget's total and gathers a sharded model before the final save
+(docs/distributed.md says what has run: DDP on CPU; FSDP and DeepSpeed are untested).
 """
 
 from __future__ import annotations
