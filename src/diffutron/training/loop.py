@@ -38,9 +38,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, broadcast, extract_model_from_parallel, set_seed
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from torch.distributed.fsdp import FullyShardedDataParallel
-from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, to_dict
@@ -435,6 +432,11 @@ def gather_full_model(
     process alone waited forever on the others, and a state dict taken on each process held the
     root unit's weights as shards. The full weights are loaded into ``rebuild()``, an unsharded
     ``MaskedLMParts`` of the same network, where LoRA can be merged and the model saved."""
+    # imported here: only the final save needs them
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.tensor import DTensor
+
     sharded = isinstance(parts, FullyShardedDataParallel) or any(isinstance(p, DTensor) for p in parts.parameters())
     if not sharded:
         return extract_model_from_parallel(parts).model if main else None
