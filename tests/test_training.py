@@ -240,10 +240,55 @@ def test_a_time_budget_is_spent_even_when_the_first_steps_are_slow(tmp_path, tr_
 
     monkeypatch.setattr(loop_module, "mdlm_loss", timed_loss)
     monkeypatch.setattr(loop_module.time, "perf_counter", lambda: clock["t"])
-    cfg = _cfg(corpus, max_steps=10_000, max_minutes=0.5, save_every=0, log_every=5)
+    cfg = _cfg(
+        corpus,
+        max_steps=10_000,
+        max_minutes=0.5,
+        save_every=0,
+        log_every=1,
+        warmup_ratio=0.2,
+        lr=1e-3,
+        min_lr_ratio=0.1,
+    )
     r = train(cfg, tmp_path / "budget", progress=False)
     assert 27.0 <= r.summary["train_seconds"] <= 33.0
     assert r.state.step == r.state.total_steps >= 40  # 5 slow steps + ~40 fast ones
+    # the warmup ratio and the cosine follow the total the budget settled on, not max_steps (issue 20)
+    lrs = [
+        json.loads(x)["lr"]
+        for x in (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()
+        if '"train"' in x
+    ]
+    assert len(lrs) == r.state.step
+    assert max(lrs) == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
+    # a budget that would allow more steps than max_steps stops at max_steps, the cosine ending there
+    clock.update(t=0.0, calls=0)
+    capped = train(
+        _cfg(corpus, max_steps=20, max_minutes=0.5, save_every=0, log_every=1, lr=1e-3, min_lr_ratio=0.1),
+        tmp_path / "capped",
+        progress=False,
+    )
+    assert (
+        capped.state.step == capped.state.total_steps == 20 and capped.summary["train_seconds"] < 25
+    )  # 20 + 15 x 0.25 s of 30
+    assert json.loads((tmp_path / "capped" / "metrics.jsonl").read_text().splitlines()[-2])[
+        "lr"
+    ] == pytest.approx(1e-4)
+
+
+def test_the_lr_schedule_follows_a_total_that_changes_after_it_is_built():
+    """A time budget settles the total only after a few steps: the warmup ratio and the cosine must
+    read it at every step, not the total the schedule was built with (issue 20)."""
+    from diffutron.training.state import TrainState
+
+    state = TrainState(total_steps=100)
+    fn = loop_module._lr_lambda(state, 0, 0.1, warmup_ratio=0.2)
+    assert fn(9) == pytest.approx(10 / 20)  # a 20-step warmup of 100 steps
+    state.total_steps = 40  # now an 8-step warmup, then a cosine over 32 steps
+    assert fn(6) == pytest.approx(7 / 8) and fn(7) == pytest.approx(1.0)
+    assert fn(24) == pytest.approx(0.1 + 0.9 * 0.5) and fn(40) == pytest.approx(0.1)
+    fixed = loop_module._lr_lambda(state, 3, 0.1)  # warmup_steps stays as set
+    assert fixed(1) == pytest.approx(2 / 3) and fixed(40) == pytest.approx(0.1)
 
 
 def test_train_reads_as_its_phases():
@@ -253,3 +298,44 @@ def test_train_reads_as_its_phases():
     assert lines <= 80, f"train() has {lines} lines: keep its phases in _prepare/_step/_evaluate/_finish"
     for phase in ("_prepare", "_step", "_evaluate", "_finish"):
         assert f"{phase}(" in inspect.getsource(train)
+
+
+def test_accumulation_runs_through_accelerate_and_deepspeed_takes_its_settings(
+    tmp_path, tr_corpus, monkeypatch
+):
+    """Under DeepSpeed ``accelerator.backward`` steps the engine whenever accelerate's
+    ``sync_gradients`` is set: the loop set it on every micro-batch, so ``grad_accum: 4`` became 4
+    optimiser steps, and the engine clipped at its own value (issue 21.4). DeepSpeed is not installed
+    here: this checks the flag the engine reads and the config it is given."""
+    from accelerate import Accelerator
+    from accelerate.utils import DeepSpeedPlugin
+
+    seen, real_backward = [], Accelerator.backward
+
+    def recording_backward(self, loss, **kwargs):
+        seen.append(self.sync_gradients)
+        return real_backward(self, loss, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "backward", recording_backward)
+    corpus = _corpus_file(tmp_path, tr_corpus[:6])
+    train(_cfg(corpus, max_steps=2, grad_accum=4, save_every=0), tmp_path / "accum", progress=False)
+    assert seen == [False, False, False, True] * 2  # the engine steps on the 4th micro-batch only
+
+    tc = TrainingConfig(batch_size=8, grad_accum=4, grad_clip=0.5)
+    ds = DeepSpeedPlugin(zero_stage=2, gradient_accumulation_steps="auto").deepspeed_config
+    loop_module.fill_deepspeed_config(ds, tc)
+    assert (
+        ds["train_micro_batch_size_per_gpu"],
+        ds["gradient_accumulation_steps"],
+        ds["gradient_clipping"],
+    ) == (
+        8,
+        4,
+        0.5,
+    )
+    with pytest.raises(ValueError, match="gradient_accumulation_steps: 1 but training.grad_accum is 4"):
+        loop_module.fill_deepspeed_config(
+            DeepSpeedPlugin(zero_stage=2, gradient_accumulation_steps=1).deepspeed_config, tc
+        )
+    with pytest.raises(ValueError, match="gradient_clipping: 1.0 but training.grad_clip is 0.5"):
+        loop_module.fill_deepspeed_config({"gradient_clipping": 1.0}, tc)

@@ -450,6 +450,100 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/test_gpu_check.py::test_a_failing_section_keeps_what_ran_and_the_rest_still_runs",),
         why="a crash in the first GPU section loses every later number (the first GPU run's fate)",
     ),
+    Mutation(
+        name="lr-steps-per-process",
+        file="src/diffutron/training/loop.py",
+        original="step_scheduler_with_optimizer=False,",
+        replacement="step_scheduler_with_optimizer=True,",
+        tests=("tests/test_distributed.py::test_the_lr_schedule_on_two_processes_is_the_one_on_one",),
+        why="accelerate steps the LR once per process per step: on 2 processes the schedule runs twice as fast",
+    ),
+    Mutation(
+        name="warmup-ratio-frozen-at-build",
+        file="src/diffutron/training/loop.py",
+        original="    def fn(step: int) -> float:\n        total = max(state.total_steps, 1)\n",
+        replacement="    total = max(state.total_steps, 1)\n\n    def fn(step: int) -> float:\n",
+        tests=(
+            "tests/test_training.py::test_the_lr_schedule_follows_a_total_that_changes_after_it_is_built",
+        ),
+        why="the warmup ratio and cosine keep the total the schedule was built with, not the one a time budget sets",
+    ),
+    Mutation(
+        name="lr-follows-configured-max-steps",
+        file="src/diffutron/training/loop.py",
+        original="_lr_lambda(state, tc.warmup_steps,",
+        replacement="_lr_lambda(TrainState(total_steps=tc.max_steps), tc.warmup_steps,",
+        tests=("tests/test_training.py::test_a_time_budget_is_spent_even_when_the_first_steps_are_slow",),
+        why="under a time budget the LR schedule follows the configured max_steps: warmup never ends, no decay",
+    ),
+    Mutation(
+        name="budget-passes-max-steps",
+        file="src/diffutron/training/loop.py",
+        original="total = max(state.step, min(self.cap, total))",
+        replacement="total = max(state.step, total)",
+        tests=("tests/test_training.py::test_a_time_budget_is_spent_even_when_the_first_steps_are_slow",),
+        why="a time-budgeted run trains past the configured max_steps",
+    ),
+    Mutation(
+        name="budget-sized-per-process",
+        file="src/diffutron/training/loop.py",
+        original="if self.accelerator is not None and self.accelerator.num_processes > 1:",
+        replacement="if False:",
+        tests=("tests/test_distributed.py::test_a_time_budget_is_sized_once_for_all_processes",),
+        why="each process sizes the time budget from its own clock: they disagree and one waits forever",
+    ),
+    Mutation(
+        name="resume-on-another-world-size",
+        file="src/diffutron/training/state.py",
+        original="        check_same_processes(dirs[-1], accelerator.num_processes)\n",
+        replacement="        pass\n",
+        tests=("tests/test_distributed.py::test_resuming_on_another_number_of_processes_is_a_clear_error",),
+        why="a run resumes on another number of processes: batches cut differently, RNG files missing",
+    ),
+    Mutation(
+        name="engine-steps-every-micro-batch",
+        file="src/diffutron/training/loop.py",
+        original="gradient_accumulation_steps=tc.grad_accum,",
+        replacement="gradient_accumulation_steps=1,",
+        tests=(
+            "tests/test_training.py::test_accumulation_runs_through_accelerate_and_deepspeed_takes_its_settings",
+        ),
+        why="sync_gradients on every micro-batch: DeepSpeed steps its engine grad_accum times per step",
+    ),
+    Mutation(
+        name="fsdp-launch-on-cpu-runs-as-ddp",
+        file="src/diffutron/training/loop.py",
+        original='if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and',
+        replacement="if False and",
+        tests=("tests/test_fsdp.py::test_an_fsdp_launch_on_cpu_is_refused_instead_of_running_as_ddp",),
+        why="an FSDP launch config on CPU runs as DDP (accelerate's choice) and the run claims FSDP",
+    ),
+    Mutation(
+        name="only-main-gathers-shards",
+        file="src/diffutron/training/loop.py",
+        original=(
+            "    full = get_model_state_dict(parts, options=StateDictOptions(full_state_dict=True, cpu_offload=True))\n"
+            "    if not main:\n        return None\n"
+        ),
+        replacement=(
+            "    if not main:\n        return None\n"
+            "    full = get_model_state_dict(parts, options=StateDictOptions(full_state_dict=True, cpu_offload=True))\n"
+        ),
+        tests=(
+            "tests/test_fsdp.py::test_a_sharded_model_is_gathered_on_every_process_and_saved_whole_with_lora_merged",
+        ),
+        why="only the main process gathers a sharded model (a collective): it waits forever on the others",
+    ),
+    Mutation(
+        name="deepspeed-clips-at-its-own-value",
+        file="src/diffutron/training/loop.py",
+        original='        "gradient_clipping": ("grad_clip", float(tc.grad_clip)),\n',
+        replacement="",
+        tests=(
+            "tests/test_training.py::test_accumulation_runs_through_accelerate_and_deepspeed_takes_its_settings",
+        ),
+        why="DeepSpeed clips at its own default (1.0), not training.grad_clip",
+    ),
 ]
 
 

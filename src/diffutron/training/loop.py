@@ -11,13 +11,16 @@ whose prompt is never masked). What a step does:
   1. take the next micro-batch of rows (a seeded permutation per epoch; each process its slice);
   2. ``mdlm_loss``: stratified t, masking of maskable positions, encoder, head at masked positions
      only, weighted CE, token or sequence normalisation;
-  3. accumulate gradients (``accelerator.no_sync`` between micro-batches), clip, AdamW, warmup+cosine LR.
+  3. accumulate gradients (``accelerator.accumulate``: no all-reduce, no DeepSpeed engine step before
+     the last micro-batch), clip, AdamW, warmup+cosine LR (one LR step per optimiser step).
 Every ``eval_every`` steps (and before the first and after the last) the validation ELBO perplexity
 is computed on a fixed slice of held-out rows with a fixed seed, so the numbers are comparable across
 steps and runs; SFT runs also report it per answer token (the answer ELBO given the prompt). Every ``save_every``
 steps an atomic checkpoint is written (see ``state.py``); ``resume=True`` continues from the latest and
-ends bit-identical (on CPU) to an uninterrupted run. Distributed training (DDP/FSDP/DeepSpeed) comes
-from ``accelerate launch``; this file has no distributed code of its own beyond the data slice.
+ends bit-identical (on CPU) to an uninterrupted run, on the number of processes it was trained on.
+Several processes come from ``torchrun`` or ``accelerate launch``; beyond each process's data slice,
+this file only broadcasts a time budget's total and gathers a sharded model before the final save
+(docs/distributed.md says what has run: DDP on CPU; FSDP and DeepSpeed are untested).
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, broadcast, extract_model_from_parallel, set_seed
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, to_dict
@@ -98,6 +103,26 @@ def _optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=True)
     except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not take
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), foreach=True)
+
+
+def fill_deepspeed_config(ds: dict, tc) -> None:
+    """Under DeepSpeed the engine, not this loop, clips and decides when to step, and it needs the
+    micro-batch size (no data loader is prepared): all three come from the training config.
+    A DeepSpeed or launch config that sets one of them to another value is refused; ``auto`` (or
+    leaving it out) lets the training config decide."""
+    wanted = {
+        "train_micro_batch_size_per_gpu": ("batch_size", tc.batch_size),
+        "gradient_accumulation_steps": ("grad_accum", tc.grad_accum),
+        "gradient_clipping": ("grad_clip", float(tc.grad_clip)),
+    }
+    for key, (name, value) in wanted.items():
+        given = ds.get(key, "auto")
+        if given != "auto" and given != value:
+            raise ValueError(
+                f"the DeepSpeed config sets {key}: {given} but training.{name} is {value}: "
+                f"set it to auto there (training.{name} decides) or change training.{name}"
+            )
+        ds[key] = value
 
 
 def _should_compile(setting: bool | str, device: torch.device, processes: int = 1) -> bool:
@@ -226,7 +251,7 @@ def train(
     # the "before" numbers: measured now, or read back from the log of the run being resumed
     first_eval = _evaluate(run, state.step) if state.step == 0 else _logged_eval(run.metrics_path, step=0)
     t_start, tokens_at_start, start_step = time.perf_counter(), state.tokens, state.step
-    budget = _TimeBudget(tc.max_minutes, tc.max_steps) if tc.max_minutes else None
+    budget = _TimeBudget(tc.max_minutes, tc.max_steps, run.accelerator) if tc.max_minutes else None
     elapsed_before = state.elapsed_s
     first_step_s = None
     while state.step < state.total_steps:
@@ -266,7 +291,26 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
     tc = cfg.training
     if max_steps is not None:
         tc.max_steps = max_steps
-    accelerator = Accelerator(mixed_precision=_precision(tc.precision), cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(
+        mixed_precision=_precision(tc.precision),
+        cpu=not torch.cuda.is_available(),
+        # accelerate's own accumulation: DDP skips the all-reduce and DeepSpeed its engine step on all
+        # but the last micro-batch of a step (without it DeepSpeed stepped on every micro-batch)
+        gradient_accumulation_steps=tc.grad_accum,
+        # one LR step per optimiser step: accelerate's default steps a prepared scheduler once per
+        # process, so on N processes the warmup and cosine ran N times too fast
+        step_scheduler_with_optimizer=False,
+    )
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type != DistributedType.FSDP:
+        # accelerate turns an FSDP launch config on CPU into DDP without a word (its FSDP branch
+        # exists only for GPU-type devices): a run must not claim sharding it does not do
+        raise ValueError(
+            f"the launch config asks for FSDP, but accelerate set up {accelerator.distributed_type} on "
+            f"{accelerator.device.type}: accelerate runs FSDP only on GPU-type devices. For several CPU "
+            "processes use launch/ddp-cpu-2proc.yaml or torchrun (docs/distributed.md)"
+        )
+    if accelerator.state.deepspeed_plugin is not None:
+        fill_deepspeed_config(accelerator.state.deepspeed_plugin.deepspeed_config, tc)
     main = accelerator.is_main_process
     ckpt_root = out_dir / "checkpoints"
     resume_from = latest_checkpoint(ckpt_root) if resume else None
@@ -289,11 +333,7 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
         if cfg.sft is not None:
             prepare_chat_template(cfg.sft, tokenizer)
         data: TrainData = prepare_data(cfg, tokenizer, out_dir / "data", tc.seed)
-    model = build_model(cfg.model, tokenizer)
-    if tc.gradient_checkpointing:
-        enable_activation_checkpointing(model)
-    if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora)
+    model = _network(cfg, tokenizer)
     compiled = _should_compile(tc.compile, accelerator.device, accelerator.num_processes)
     parameters = trainable_share(model)
     schedule = get_schedule(cfg.diffusion.schedule, **cfg.diffusion.schedule_args)
@@ -320,7 +360,7 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
     val_rows = np.sort(data.val_idx[: tc.eval_blocks])
 
     # optimisation: AdamW + warmup/cosine; the LR lambda reads state.total_steps (a time budget moves it)
-    state = TrainState(total_steps=tc.max_steps)
+    state = TrainState(total_steps=tc.max_steps, processes=accelerator.num_processes)
     optimizer = _optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(state, tc.warmup_steps, tc.min_lr_ratio, tc.warmup_ratio)
@@ -338,6 +378,7 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
     if resume_from is not None:
         resume_from, restored = load_latest_checkpoint(accelerator, ckpt_root, generator)
         state.__dict__.update(restored.__dict__)
+        state.processes = accelerator.num_processes  # checked equal; older checkpoints did not record it
         saved_step = state.step
         if max_steps is not None:
             state.total_steps = max_steps  # --max-steps is the run's total; the cosine follows it
@@ -372,19 +413,52 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
     )
 
 
+def _network(cfg: RunConfig, tokenizer) -> torch.nn.Module:
+    """The model as built for training: the preset or pretrained weights, checkpointing, LoRA."""
+    model = build_model(cfg.model, tokenizer)
+    if cfg.training.gradient_checkpointing:
+        enable_activation_checkpointing(model)
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora)
+    return model
+
+
+def gather_full_model(
+    parts: torch.nn.Module, rebuild: Callable[[], torch.nn.Module], main: bool
+) -> torch.nn.Module | None:
+    """The trained network (``MaskedLMParts.model``), whole, on the main process; None on the others.
+    Every process must call it. Unsharded (one process, DDP) it is the trained module itself. Sharded
+    (FSDP1 flat parameters, FSDP2 DTensors), its full state dict is gathered, a collective: the main
+    process alone waited forever on the others, and a state dict taken on each process held the
+    root unit's weights as shards. The full weights are loaded into ``rebuild()``, an unsharded
+    ``MaskedLMParts`` of the same network, where LoRA can be merged and the model saved."""
+    # imported here: only the final save needs them
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.tensor import DTensor
+
+    sharded = isinstance(parts, FullyShardedDataParallel) or any(isinstance(p, DTensor) for p in parts.parameters())
+    if not sharded:
+        return extract_model_from_parallel(parts).model if main else None
+    full = get_model_state_dict(parts, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not main:
+        return None
+    whole = rebuild()
+    whole.load_state_dict(full)
+    return whole.model
+
+
 def _step(run: _Run) -> tuple[torch.Tensor, int]:
     """Phase 2, one optimiser step: ``grad_accum`` micro-batches, clip, AdamW, LR. Returns the loss
     (a tensor on the device: reading it waits for the device, so the loop does that only when it
     logs) and the maskable tokens of this process (counted on the host, before the copy)."""
     tc, accelerator, parts = run.cfg.training, run.accelerator, run.parts
     step_tokens, loss_sum = 0, torch.zeros((), device=accelerator.device)
-    for micro in range(tc.grad_accum):
+    for _ in range(tc.grad_accum):
         ids, maskable = run.batches.get(run.state)
         step_tokens += int(maskable.sum())
         ids, maskable = ids.to(accelerator.device), maskable.to(accelerator.device)
-        sync = micro == tc.grad_accum - 1
-        ctx = accelerator.no_sync(parts) if not sync else _nullcontext()
-        with ctx, accelerator.autocast():
+        with accelerator.accumulate(parts), accelerator.autocast():
             out = mdlm_loss(
                 parts,
                 ids,
@@ -398,7 +472,7 @@ def _step(run: _Run) -> tuple[torch.Tensor, int]:
                 estimator=run.cfg.diffusion.estimator,
                 max_logit_elements=tc.max_logit_elements,
             )
-            accelerator.backward(out.loss / tc.grad_accum)
+            accelerator.backward(out.loss)  # divided by grad_accum there (by the engine under DeepSpeed)
         loss_sum += out.loss.detach() / tc.grad_accum
     if tc.grad_clip > 0:
         accelerator.clip_grad_norm_(parts.parameters(), tc.grad_clip)
@@ -450,8 +524,8 @@ def _finish(
     final_eval = _evaluate(run, state.step)
     model_dir = run.out_dir / "model"
     summary: dict = {}
+    net = gather_full_model(run.parts, lambda: MaskedLMParts(_network(cfg, run.tokenizer)), run.main)
     if run.main:
-        net = run.accelerator.unwrap_model(run.parts).model
         if cfg.lora.enabled and cfg.lora.merge:
             net = merge_lora(net)
         elif cfg.lora.enabled:
@@ -502,10 +576,12 @@ class _TimeBudget:
     after ``CALIBRATION_STEPS`` steps, and from then on every step from the steps since then only.
     The total is the steps the remaining time allows at that pace (at most the configured
     ``max_steps``); when the time is spent, the run stops. Evaluations inside the loop count as
-    training time: the budget given is the budget spent."""
+    training time: the budget given is the budget spent. On several processes the main process's
+    total is the total of all: each process's clock differs, and a process that stopped one step
+    before the others would leave them waiting in a collective (and the LR would differ by process)."""
 
-    def __init__(self, minutes: float, max_steps: int):
-        self.seconds, self.cap = minutes * 60, max_steps
+    def __init__(self, minutes: float, max_steps: int, accelerator: Accelerator | None = None):
+        self.seconds, self.cap, self.accelerator = minutes * 60, max_steps, accelerator
         self.mark: tuple[int, float] | None = None  # (step, elapsed) where the pace is measured from
 
     def update(self, state: TrainState, start_step: int) -> bool:
@@ -520,6 +596,9 @@ class _TimeBudget:
         left = self.seconds - state.elapsed_s
         total = state.step + max(0, int(left / max(pace, 1e-9)))
         total = max(state.step, min(self.cap, total))
+        if self.accelerator is not None and self.accelerator.num_processes > 1:
+            agreed = broadcast(torch.tensor([total], device=self.accelerator.device), from_process=0)
+            total = int(agreed.item())
         changed, state.total_steps = total != state.total_steps, total
         return changed
 
@@ -531,14 +610,6 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _append_jsonl(path: Path, row: dict) -> None:

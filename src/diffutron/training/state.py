@@ -45,6 +45,7 @@ class TrainState:
     tokens: int = 0  # real tokens seen (all processes)
     total_steps: int = 0  # resolved at start (or after time-budget calibration)
     elapsed_s: float = 0.0
+    processes: int = 1  # the world size the run trains on: its data slices and RNG files follow it
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
@@ -128,13 +129,42 @@ def load_training_checkpoint(accelerator, path: Path, generator: torch.Generator
     return TrainState(**data)
 
 
+def checkpoint_processes(path: Path) -> int:
+    """The number of processes that wrote the checkpoint at ``path``: recorded in its trainer state,
+    or, in checkpoints written before it was, the count of per-process mask generator files."""
+    try:
+        data = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable: loading it fails later, and resume falls back
+        data = {}
+    if "processes" in data:
+        return int(data["processes"])
+    return len(list(path.glob("mask_rng_*.pt")))
+
+
+def check_same_processes(path: Path, processes: int) -> None:
+    """Refuse to resume a run on another number of processes. Each process's slice of every global
+    batch, its RNG states and its masking generator belong to the world size the run was trained
+    on: on another one some processes find no state of their own (and fell back, each on its own,
+    to older checkpoints) and the batches would be cut differently. No remap is attempted."""
+    saved = checkpoint_processes(path)
+    if saved != processes:
+        raise ValueError(
+            f"cannot resume from {path}: the run was trained on {saved} process(es) and this launch has "
+            f"{processes}. Resume it with {saved} (e.g. torchrun --nproc_per_node {saved}), or start a new run "
+            "from its weights (model.pretrained: the run's model/ folder once it has finished)"
+        )
+
+
 def load_latest_checkpoint(
     accelerator, root: Path, generator: torch.Generator
 ) -> tuple[Path, TrainState] | None:
     """Load the newest checkpoint under ``root`` that loads; one that does not (a truncated file
     after a disk failure, a hand-edited state) is skipped with a warning naming it and why.
-    Returns None when there is no checkpoint; raises when none of them loads."""
+    Returns None when there is no checkpoint; raises when none of them loads, and, before trying
+    any, when the run was trained on another number of processes (``check_same_processes``)."""
     dirs = checkpoint_dirs(root)
+    if dirs:
+        check_same_processes(dirs[-1], accelerator.num_processes)
     first_error: Exception | None = None
     for path in reversed(dirs):
         try:
