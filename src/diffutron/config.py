@@ -160,6 +160,8 @@ class TrainingConfig:
             )
         if self.precision == "fp32":
             self.precision = "no"  # accelerate's name for it; a run saved with either resumes with the other
+        if self.compile not in (True, False, "auto"):  # a number YAML read comes back as text: "3"
+            raise ConfigError(f"training.compile: expected true | false | auto, got {self.compile!r}")
 
 
 @dataclass
