@@ -360,3 +360,17 @@ def test_quickstart_in_estonian_trains_reports_held_out_elbo_and_samples(et_arch
     assert "NON-COMMERCIAL" in s["corpus_note"]
     assert json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))["language"] == "et"
     assert os.path.isdir(tmp_path / "run" / "model")
+
+
+def test_quickstart_cli_names_the_download_before_training_and_refuses_unknown_languages(
+    tmp_path, monkeypatch, capsys
+):
+    from diffutron.cli import main
+
+    monkeypatch.setenv(corpus.ESTONIAN_CORPUS_ENV, str(tmp_path / "empty"))
+    assert main(["quickstart", "--language", "et", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "Estonian corpus is not available" in err and corpus.ESTONIAN_CORPUS_INSTALL in err
+    assert not (tmp_path / "run").exists()  # nothing started
+    assert main(["quickstart", "--language", "xx", "--out", str(tmp_path / "run")]) == 2
+    assert "unknown language 'xx'" in capsys.readouterr().err

@@ -11,9 +11,12 @@ from pathlib import Path
 
 
 def _quickstart(args: argparse.Namespace) -> int:
+    from ..data.corpus import missing_corpus
     from ..languages import get_language
 
     pack = get_language(args.language)  # an unknown code fails here, before any training
+    if (install := missing_corpus(pack.corpus)) is not None:
+        raise FileNotFoundError(f"the {pack.name} corpus is not available here; fetch it with: {install}")
     if args.full:
         return _quickstart_full(args)
     from ..recipes.quickstart import run_quickstart
