@@ -352,7 +352,8 @@ def test_quickstart_in_estonian_trains_reports_held_out_elbo_and_samples(et_arch
         return cfg
 
     monkeypatch.setattr(quickstart, "quickstart_config", small)
-    s = quickstart.run_quickstart(tmp_path / "run", minutes=1.0, progress=False, language="et")
+    s = quickstart.run_quickstart(tmp_path / "run", minutes=1.0, progress=False, language="et", max_steps=4)
+    assert s["steps"] == 4  # --max-steps stops the run before its configured 6
     assert [x["prompt"] for x in s["samples"]] == list(get_language("et").prompts)
     held = s["heldout"]
     assert held["corpus"] == "embedded:koondkorpus-heldout" and held["documents"] == 1

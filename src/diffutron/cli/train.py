@@ -18,11 +18,17 @@ def _quickstart(args: argparse.Namespace) -> int:
     if (install := missing_corpus(pack.corpus)) is not None:
         raise FileNotFoundError(f"the {pack.name} corpus is not available here; fetch it with: {install}")
     if args.full:
+        if args.max_steps is not None:
+            raise ValueError(
+                "--max-steps is for the single-run quickstart; --full splits --minutes over its stages"
+            )
         return _quickstart_full(args)
     from ..recipes.quickstart import run_quickstart
 
     minutes = args.minutes if args.minutes is not None else 5.0
-    s = run_quickstart(args.out, minutes=minutes, seed=args.seed, language=args.language)
+    s = run_quickstart(
+        args.out, minutes=minutes, seed=args.seed, language=args.language, max_steps=args.max_steps
+    )
     print()
     print(
         f"Trained a tiny {pack.name} masked diffusion model ({s['parameters'] / 1e6:.1f}M parameters) "
@@ -167,6 +173,13 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="the whole progression: pre-training, general and task instruction tuning "
         "(the shipped recipe quickstart-<language>), ending in a chat model; resumes an interrupted run",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="also stop after this many optimiser steps: equal steps compare runs on a loaded machine "
+        "(not with --full)",
     )
     p.add_argument(
         "--language",

@@ -491,7 +491,7 @@ def _read_hub(
 def embedded_corpus(spec: str) -> Iterator[str]:
     """The documents of ``"embedded"`` / ``"embedded:<name>"`` as the corpus reader yields them."""
     name = spec.partition(":")[2] or "ataturk"
-    if not spec.startswith("embedded") or name not in _EMBEDDED:
+    if not (spec == "embedded" or spec.startswith("embedded:")) or name not in _EMBEDDED:
         raise ValueError(f"unknown embedded corpus {spec!r}; available: {sorted(_EMBEDDED)}")
     return _EMBEDDED[name]()
 

@@ -136,13 +136,17 @@ def run_quickstart(
     seed: int = 0,
     progress: bool = True,
     language: str = DEFAULT_LANGUAGE,
+    max_steps: int | None = None,
 ) -> dict:
+    """Train, sample and (for a pack with a held-out corpus) score unseen documents; ``max_steps``
+    stops the run after that many steps even if time is left (comparisons on a loaded machine)."""
     pack = get_language(language)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     # Running it again continues (or just re-reports) the run in out_dir instead of refusing it.
     resume = latest_checkpoint(out_dir / "checkpoints") is not None
-    result = train(quickstart_config(minutes, seed, language), out_dir, resume=resume, progress=progress)
+    cfg = quickstart_config(minutes, seed, language)
+    result = train(cfg, out_dir, resume=resume, max_steps=max_steps, progress=progress)
     loaded = load_checkpoint(result.model_dir)
     prompts = list(pack.prompts)
     gen = sample_config(loaded.tokenizer, seed)
@@ -160,7 +164,7 @@ def run_quickstart(
         texts = heldout_texts(language)
         # "before": a fresh model of the same shape and seed, as the run started from
         torch.manual_seed(seed)
-        fresh = build_model(quickstart_config(minutes, seed, language).model, loaded.tokenizer).eval()
+        fresh = build_model(cfg.model, loaded.tokenizer).eval()
         summary["language"] = language
         summary["heldout"] = {
             "corpus": pack.heldout,
