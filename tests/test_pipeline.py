@@ -296,7 +296,9 @@ def test_cli_run_resume_and_quickstart_full_on_a_micro_recipe(
     assert main(["run", str(path), "--out", str(tmp_path / "run"), "--resume"]) == 0
     assert capsys.readouterr().out.count("finished earlier, skipped") == 3
     # quickstart --full runs its recipe, then chats with the final model through the stored template
-    monkeypatch.setattr(quickstart, "quickstart_recipe", lambda minutes, seed, language: recipe_from_dict(spec))
+    monkeypatch.setattr(
+        quickstart, "quickstart_recipe", lambda minutes, seed, language: recipe_from_dict(spec)
+    )
     assert main(["quickstart", "--full", "--out", str(tmp_path / "qs")]) == 0
     out = capsys.readouterr().out
     assert "Chat with the final model" in out and "Merhaba, nasılsın?" in out

@@ -276,7 +276,9 @@ MUTATIONS: list[Mutation] = [
         file="src/diffutron/config.py",
         original="localize(self.language, self.data, self.sft)",
         replacement='localize("tr", self.data, self.sft)',
-        tests=("tests/test_languages.py::test_the_language_key_points_embedded_and_builtin_sets_at_its_pack",),
+        tests=(
+            "tests/test_languages.py::test_the_language_key_points_embedded_and_builtin_sets_at_its_pack",
+        ),
         why="`language: et` in a run config still trains on the Turkish corpus",
     ),
     Mutation(
@@ -284,7 +286,9 @@ MUTATIONS: list[Mutation] = [
         file="src/diffutron/config.py",
         original="localize(self.language, stage.data, stage.sft)",
         replacement='localize("tr", stage.data, stage.sft)',
-        tests=("tests/test_languages.py::test_recipe_check_names_the_estonian_download_when_the_archive_is_missing",),
+        tests=(
+            "tests/test_languages.py::test_recipe_check_names_the_estonian_download_when_the_archive_is_missing",
+        ),
         why="a recipe's `language` is not applied to its stages: recipe check vets the wrong corpus",
     ),
     Mutation(
@@ -292,7 +296,9 @@ MUTATIONS: list[Mutation] = [
         file="src/diffutron/languages/tr.py",
         original='corpus="embedded",',
         replacement='corpus="embedded:ataturk",',
-        tests=("tests/test_languages.py::test_turkish_tokenizer_blocks_and_builtin_rows_are_byte_identical_to_before_the_packs",),
+        tests=(
+            "tests/test_languages.py::test_turkish_tokenizer_blocks_and_builtin_rows_are_byte_identical_to_before_the_packs",
+        ),
         why="Turkish configs change spelling: saved runs refuse to resume and block caches are rebuilt",
     ),
     Mutation(
@@ -319,7 +325,9 @@ MUTATIONS: list[Mutation] = [
         file="src/diffutron/data/corpus.py",
         original='if split == "all" or (split == "heldout") == (year == ESTONIAN_HELDOUT_YEAR):',
         replacement='if split != "heldout" or year == ESTONIAN_HELDOUT_YEAR:',
-        tests=("tests/test_languages.py::test_the_estonian_reader_gives_articles_in_issue_order_and_holds_out_2005",),
+        tests=(
+            "tests/test_languages.py::test_the_estonian_reader_gives_articles_in_issue_order_and_holds_out_2005",
+        ),
         why="the held-out 2005 issues are trained on: the held-out ELBO is not held out",
     ),
     Mutation(
@@ -327,7 +335,9 @@ MUTATIONS: list[Mutation] = [
         file="src/diffutron/data/corpus.py",
         original="    if _verified[key] != expected:",
         replacement="    if False:",
-        tests=("tests/test_languages.py::test_the_archive_is_found_by_path_or_env_and_refused_when_its_hash_differs",),
+        tests=(
+            "tests/test_languages.py::test_the_archive_is_found_by_path_or_env_and_refused_when_its_hash_differs",
+        ),
         why="any file named like the estnltk archive is read as the corpus",
     ),
     Mutation(
@@ -335,7 +345,9 @@ MUTATIONS: list[Mutation] = [
         file="src/diffutron/data/sft.py",
         original="[A-Z{pack.sentence_starts}]",
         replacement="[A-ZÇĞİÖŞÜÂÎÛ]",
-        tests=("tests/test_languages.py::test_estonian_builtin_sets_are_built_from_the_corpus_with_estonian_instructions",),
+        tests=(
+            "tests/test_languages.py::test_estonian_builtin_sets_are_built_from_the_corpus_with_estonian_instructions",
+        ),
         why="Estonian sentences starting with Õ/Ä/Š/Ž are glued to the one before",
     ),
     Mutation(
