@@ -34,8 +34,7 @@ class LanguagePack:
     code: str  # ISO 639-1; also picks the casing rules (text.normalize.DOTTED_I_LANGUAGES)
     name: str
     corpus: str  # the data source spec that `embedded` stands for
-    corpus_note: str  # provenance and licence: printed when a run uses the corpus
-    corpus_install: str  # the one line that makes the corpus available
+    corpus_note: str  # provenance and licence (quickstart summary); install line: data.corpus
     prompts: tuple[str, ...]  # quickstart continuations
     chat_prompts: tuple[str, ...]  # quickstart --full: one user message each
     instructions: Mapping[str, str]  # built-in instruction set -> the instruction its rows carry

