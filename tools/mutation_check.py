@@ -544,6 +544,97 @@ MUTATIONS: list[Mutation] = [
         ),
         why="DeepSpeed clips at its own default (1.0), not training.grad_clip",
     ),
+    # --- language packs ---------------------------------------------------------------------
+    Mutation(
+        name="language-key-ignored",
+        file="src/diffutron/config.py",
+        original="localize(self.language, self.data, self.sft)",
+        replacement='localize("tr", self.data, self.sft)',
+        tests=(
+            "tests/test_languages.py::test_the_language_key_points_embedded_and_builtin_sets_at_its_pack",
+        ),
+        why="`language: et` in a run config still trains on the Turkish corpus",
+    ),
+    Mutation(
+        name="recipe-language-ignored",
+        file="src/diffutron/config.py",
+        original="localize(self.language, stage.data, stage.sft)",
+        replacement='localize("tr", stage.data, stage.sft)',
+        tests=(
+            "tests/test_languages.py::test_recipe_check_names_the_estonian_download_when_the_archive_is_missing",
+        ),
+        why="a recipe's `language` is not applied to its stages: recipe check vets the wrong corpus",
+    ),
+    Mutation(
+        name="turkish-corpus-respelled",
+        file="src/diffutron/languages/tr.py",
+        original='corpus="embedded",',
+        replacement='corpus="embedded:ataturk",',
+        tests=(
+            "tests/test_languages.py::test_turkish_tokenizer_blocks_and_builtin_rows_are_byte_identical_to_before_the_packs",
+        ),
+        why="Turkish configs change spelling: saved runs refuse to resume and block caches are rebuilt",
+    ),
+    Mutation(
+        name="estonian-dotless-i",
+        file="src/diffutron/text/normalize.py",
+        original="    if language in DOTTED_I_LANGUAGES:\n        return turkish_lower(s)",
+        replacement="    if True:\n        return turkish_lower(s)",
+        tests=("tests/test_languages.py::test_casing_is_turkish_for_tr_and_az_and_unicode_elsewhere",),
+        why="Turkish I -> ı casing applied to every language",
+    ),
+    Mutation(
+        name="estonian-punctuation-left-split",
+        file="src/diffutron/data/corpus.py",
+        original="attach = tok in _CLOSERS",
+        replacement="attach = False",
+        tests=(
+            "tests/test_languages.py::test_detokenize_joins_the_corpus_punctuation_back",
+            "tests/test_languages.py::test_the_estonian_reader_gives_articles_in_issue_order_and_holds_out_2005",
+        ),
+        why='the corpus\' "sõna , sõna ." reaches the tokenizer as written',
+    ),
+    Mutation(
+        name="estonian-heldout-trained-on",
+        file="src/diffutron/data/corpus.py",
+        original='if split == "all" or (split == "heldout") == (year == ESTONIAN_HELDOUT_YEAR):',
+        replacement='if split != "heldout" or year == ESTONIAN_HELDOUT_YEAR:',
+        tests=(
+            "tests/test_languages.py::test_the_estonian_reader_gives_articles_in_issue_order_and_holds_out_2005",
+        ),
+        why="the held-out 2005 issues are trained on: the held-out ELBO is not held out",
+    ),
+    Mutation(
+        name="estonian-archive-hash-unchecked",
+        file="src/diffutron/data/corpus.py",
+        original="    if _verified[key] != expected:",
+        replacement="    if False:",
+        tests=(
+            "tests/test_languages.py::test_the_archive_is_found_by_path_or_env_and_refused_when_its_hash_differs",
+        ),
+        why="any file named like the estnltk archive is read as the corpus",
+    ),
+    Mutation(
+        name="sentence-starts-turkish-only",
+        file="src/diffutron/data/sft.py",
+        original="[A-Z{pack.sentence_starts}]",
+        replacement="[A-ZÇĞİÖŞÜÂÎÛ]",
+        tests=(
+            "tests/test_languages.py::test_estonian_builtin_sets_are_built_from_the_corpus_with_estonian_instructions",
+        ),
+        why="Estonian sentences starting with Õ/Ä/Š/Ž are glued to the one before",
+    ),
+    Mutation(
+        name="xcopa-et-turkish-connectives",
+        file="src/diffutron/evaluation/tasks.py",
+        original='prepare=xcopa_prepare("et")',
+        replacement='prepare=xcopa_prepare("tr")',
+        tests=(
+            "tests/test_languages.py::test_xcopa_et_reads_the_release_files_with_lm_evals_estonian_connectives",
+            "tests/test_languages.py::test_xcopa_et_from_the_hub_asks_for_the_et_config",
+        ),
+        why='XCOPA-et prompts with Turkish "çünkü" / "bu yüzden"',
+    ),
 ]
 
 

@@ -173,6 +173,12 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sft: SftConfig | None = None  # instruction tuning: rows come from here and `data` is not read
+    language: str = "tr"  # the language pack (diffutron.languages): what `embedded` and builtin sets mean
+
+    def __post_init__(self) -> None:
+        from .languages import localize
+
+        localize(self.language, self.data, self.sft)
 
 
 @dataclass
@@ -197,6 +203,13 @@ class RecipeConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)  # the first stage's tokenizer
     defaults: dict[str, Any] = field(default_factory=dict)  # stage sections every stage starts from
     stages: list[StageConfig] = field(default_factory=list)
+    language: str = "tr"  # the language pack of every stage (see RunConfig.language)
+
+    def __post_init__(self) -> None:
+        from .languages import localize
+
+        for stage in self.stages:
+            localize(self.language, stage.data, stage.sft)
 
 
 STAGE_SECTIONS = ("data", "sft", "diffusion", "lora", "training")

@@ -11,15 +11,27 @@ from pathlib import Path
 
 
 def _quickstart(args: argparse.Namespace) -> int:
+    from ..data.corpus import missing_corpus
+    from ..languages import get_language
+
+    pack = get_language(args.language)  # an unknown code fails here, before any training
+    if (install := missing_corpus(pack.corpus)) is not None:
+        raise FileNotFoundError(f"the {pack.name} corpus is not available here; fetch it with: {install}")
     if args.full:
+        if args.max_steps is not None:
+            raise ValueError(
+                "--max-steps is for the single-run quickstart; --full splits --minutes over its stages"
+            )
         return _quickstart_full(args)
     from ..recipes.quickstart import run_quickstart
 
     minutes = args.minutes if args.minutes is not None else 5.0
-    s = run_quickstart(args.out, minutes=minutes, seed=args.seed, max_steps=args.max_steps)
+    s = run_quickstart(
+        args.out, minutes=minutes, seed=args.seed, language=args.language, max_steps=args.max_steps
+    )
     print()
     print(
-        f"Trained a tiny Turkish masked diffusion model ({s['parameters'] / 1e6:.1f}M parameters) "
+        f"Trained a tiny {pack.name} masked diffusion model ({s['parameters'] / 1e6:.1f}M parameters) "
         f"on the embedded corpus: {s['steps']} steps, {s['train_tokens']:,} tokens, "
         f"{s['tokens_per_second']:,.0f} tokens/s."
     )
@@ -28,6 +40,12 @@ def _quickstart(args: argparse.Namespace) -> int:
         print(f"Validation ELBO perplexity: {start:,.1f} at the start -> {s['val_elbo_ppl']:,.1f} now")
     else:
         print(f"Validation ELBO perplexity: {s['val_elbo_ppl']:,.1f}")
+    held = s.get("heldout")
+    if held:
+        print(
+            f"Held-out ELBO perplexity ({held['documents']} unseen documents, {held['corpus']}): "
+            f"{held['before']['perplexity']:,.1f} untrained -> {held['after']['perplexity']:,.1f} now"
+        )
     print("Samples (seeded nucleus sampling, T=0.9, top-p 0.9, low-confidence unmasking):")
     for row in s["samples"]:
         print(f"  {row['prompt']} … {row['completion']}")
@@ -36,7 +54,7 @@ def _quickstart(args: argparse.Namespace) -> int:
         f"\nModel: {out / 'model'}   metrics: {out / 'metrics.jsonl'}   plot: {out / 'loss.png'}   "
         f"summary: {out / 'summary.json'}"
     )
-    print(f'Next: diffutron generate {out / "model"} --prompt "Türkiye\'nin geleceği"')
+    print(f'Next: diffutron generate {out / "model"} --prompt "{pack.prompts[0]}"')
     return 0
 
 
@@ -46,7 +64,7 @@ def _quickstart_full(args: argparse.Namespace) -> int:
 
     out = Path(args.out if args.out != "runs/quickstart" else "runs/quickstart-full")
     minutes = args.minutes if args.minutes is not None else FULL_MINUTES
-    s = run_quickstart_full(out, minutes=minutes, seed=args.seed)
+    s = run_quickstart_full(out, minutes=minutes, seed=args.seed, language=args.language)
     print("\nThe progression (held-out ELBO perplexity before -> after each stage):")
     print(format_pipeline(PipelineResult(out_dir=out, stages=s["stages"])))
     print("\nChat with the final model (greedy, low-confidence unmasking):")
@@ -134,7 +152,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("quickstart", help="train a tiny Turkish MDLM on the embedded corpus (offline, CPU)")
+    p = sub.add_parser(
+        "quickstart",
+        help="train a tiny MDLM on a language's embedded corpus (offline, CPU; Turkish by default)",
+    )
     p.add_argument(
         "--minutes",
         type=float,
@@ -148,16 +169,23 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--max-steps",
-        type=int,
-        default=None,
-        help="stop after this many steps even if time is left (the same run on any machine, if fast enough)",
-    )
-    p.add_argument(
         "--full",
         action="store_true",
         help="the whole progression: pre-training, general and task instruction tuning "
-        "(the shipped recipe quickstart-tr), ending in a chat model; resumes an interrupted run",
+        "(the shipped recipe quickstart-<language>), ending in a chat model; resumes an interrupted run",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="also stop after this many optimiser steps: equal steps compare runs on a loaded machine "
+        "(not with --full)",
+    )
+    p.add_argument(
+        "--language",
+        default="tr",
+        help="the language pack: tr (Turkish, default) or et (Estonian; its corpus needs one "
+        "download, see docs/languages.md)",
     )
     p.set_defaults(func=_quickstart)
 

@@ -40,6 +40,7 @@ small derived tasks for demos and tests, not a substitute for real instruction d
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import importlib.resources
@@ -58,7 +59,8 @@ from typing import Any
 import numpy as np
 
 from diffutron.config import SftConfig, SftSourceConfig, from_dict
-from diffutron.data.sources import DataReport
+from diffutron.data.sources import DataReport, embedded_corpus
+from diffutron.languages import LANGUAGES, LanguagePack
 from diffutron.text.bos import with_bos
 from diffutron.text.chat import check_messages, format_chat, prompt_and_answer, render_with
 from diffutron.text.normalize import normalize
@@ -619,43 +621,43 @@ def register_builtin(name: str):
     return wrap
 
 
-# A sentence ends at . ! ? (or …) followed by space and an upper-case letter or a quote.
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[\"“'‘(]?[A-ZÇĞİÖŞÜÂÎÛ])")
+# A sentence ends at . ! ? (or …) followed by space and an upper-case letter (A-Z and the language
+# pack's own) or a quote.
+def _sentence_end(pack: LanguagePack) -> re.Pattern[str]:
+    return re.compile(rf"(?<=[.!?…])\s+(?=[\"“'‘(]?[A-Z{pack.sentence_starts}])")
+
+
 _WORD_CORE = re.compile(r"^([\"“'‘(]*)([^\W\d_]+(?:['’][^\W\d_]+)?)([\W]*)$")
 
 
-def _sentences(doc: str, min_words: int = 5, max_words: int = 40) -> list[str | None]:
+def _sentences(
+    doc: str, sentence_end: re.Pattern[str], min_words: int = 5, max_words: int = 40
+) -> list[str | None]:
     """Sentences of a document in order; ``None`` stands for one too short or too long (a gap)."""
     out: list[str | None] = []
     for para in doc.split("\n"):
-        for s in _SENTENCE_END.split(para.strip()):
+        for s in sentence_end.split(para.strip()):
             s = " ".join(s.split())
             out.append(s if s and min_words <= len(s.split()) <= max_words else None)
         out.append(None)  # a paragraph break: no continuation across it
     return out
 
 
-def _embedded() -> Iterator[str]:
-    from diffutron.data.corpus import embedded_documents
-
-    return embedded_documents()
-
-
-@register_builtin("continuation")
-def _continuation() -> Iterator[dict[str, Any]]:
-    """Embedded corpus: a sentence -> the sentence that follows it in the same paragraph."""
-    for doc in _embedded():
-        sents = _sentences(doc)
+def _continuation(pack: LanguagePack) -> Iterator[dict[str, Any]]:
+    """The pack's corpus: a sentence -> the sentence that follows it in the same paragraph."""
+    end, instruction = _sentence_end(pack), pack.instructions["continuation"]
+    for doc in embedded_corpus(pack.corpus):
+        sents = _sentences(doc, end)
         for a, b in zip(sents, sents[1:], strict=False):
             if a and b:
-                yield {"instruction": "Bu metnin devamını yaz.", "input": a, "output": b}
+                yield {"instruction": instruction, "input": a, "output": b}
 
 
-@register_builtin("fill-blank")
-def _fill_blank() -> Iterator[dict[str, Any]]:
-    """Embedded corpus: a sentence with one word replaced by ``___`` -> that word (cloze)."""
-    for doc in _embedded():
-        for s in _sentences(doc):
+def _fill_blank(pack: LanguagePack) -> Iterator[dict[str, Any]]:
+    """The pack's corpus: a sentence with one word replaced by ``___`` -> that word (cloze)."""
+    end, instruction = _sentence_end(pack), pack.instructions["fill-blank"]
+    for doc in embedded_corpus(pack.corpus):
+        for s in _sentences(doc, end):
             if not s:
                 continue
             words = s.split()
@@ -665,7 +667,13 @@ def _fill_blank() -> Iterator[dict[str, Any]]:
             i = random.Random(zlib.crc32(s.encode())).choice(choices)  # same choice on every run
             pre, core, post = _WORD_CORE.match(words[i]).groups()
             blanked = " ".join([*words[:i], f"{pre}___{post}", *words[i + 1 :]])
-            yield {"instruction": "Boşluğa gelen kelimeyi yaz.", "input": blanked, "output": core}
+            yield {"instruction": instruction, "input": blanked, "output": core}
+
+
+# Every pack gets both sets, under the name its pack gives them (Turkish: the bare names).
+for _pack in LANGUAGES.values():
+    for _name, _fn in (("continuation", _continuation), ("fill-blank", _fill_blank)):
+        register_builtin(_pack.builtin(_name))(functools.partial(_fn, _pack))
 
 
 CHATTERBOT_INSTALL = "pip install --no-deps chatterbot-corpus"

@@ -25,7 +25,9 @@ Source specs:
 * ``{"hub": id, "name": config, "split": "train", "field": "text", "revision": sha}``: the same
   with options; ``{"path": "file.jsonl", "field": "content"}`` for a local file with its own field.
   Unknown keys raise ``ValueError``.
-* ``"embedded"`` / ``"embedded:ataturk"``: the default corpus (:mod:`diffutron.data.corpus`).
+* ``"embedded"`` / ``"embedded:ataturk"``: the default corpus (:mod:`diffutron.data.corpus`);
+  ``"embedded:koondkorpus"`` (``-heldout``): the Estonian one (non-commercial use only). A run's
+  ``language`` key turns ``"embedded"`` into its language pack's corpus (:mod:`diffutron.languages`).
 
 Every document passes through :func:`diffutron.text.normalize` (NFC, ``\\n`` line ends, no BOM or
 zero-width characters). A run never stops on one bad line; instead the line is reported in the
@@ -60,7 +62,14 @@ from typing import IO, Any
 
 from diffutron.text.normalize import normalize
 
-__all__ = ["PROBLEM_KINDS", "SUPPORTED_SUFFIXES", "DataProblem", "DataReport", "iter_documents"]
+__all__ = [
+    "PROBLEM_KINDS",
+    "SUPPORTED_SUFFIXES",
+    "DataProblem",
+    "DataReport",
+    "embedded_corpus",
+    "iter_documents",
+]
 
 PROBLEM_KINDS = (
     "undecodable",
@@ -479,6 +488,14 @@ def _read_hub(
             yield label, i, text, False
 
 
+def embedded_corpus(spec: str) -> Iterator[str]:
+    """The documents of ``"embedded"`` / ``"embedded:<name>"`` as the corpus reader yields them."""
+    name = spec.partition(":")[2] or "ataturk"
+    if not (spec == "embedded" or spec.startswith("embedded:")) or name not in _EMBEDDED:
+        raise ValueError(f"unknown embedded corpus {spec!r}; available: {sorted(_EMBEDDED)}")
+    return _EMBEDDED[name]()
+
+
 def _read_embedded(name: str, report: DataReport) -> _Records:
     label = f"embedded:{name}"
     docs = _EMBEDDED[name]()
@@ -494,7 +511,20 @@ def _embedded_ataturk() -> Iterator[str]:
     return embedded_documents()
 
 
-_EMBEDDED: dict[str, Callable[[], Iterator[str]]] = {"ataturk": _embedded_ataturk}
+def _embedded_estonian(split: str) -> Callable[[], Iterator[str]]:
+    def read() -> Iterator[str]:
+        from diffutron.data.corpus import estonian_documents
+
+        return estonian_documents(split)
+
+    return read
+
+
+_EMBEDDED: dict[str, Callable[[], Iterator[str]]] = {
+    "ataturk": _embedded_ataturk,
+    "koondkorpus": _embedded_estonian("train"),
+    "koondkorpus-heldout": _embedded_estonian("heldout"),
+}
 
 _READERS: dict[str, Callable[[Path, DataReport, str], _Records]] = {
     ".txt": _read_txt,

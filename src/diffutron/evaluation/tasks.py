@@ -16,6 +16,9 @@ A bad row raises :class:`BadItem` in ``prepare``: the loader reports it with its
 skips it. Placeholder cells (``xxx``, ``nan``, empty), U+FFFD (a damaged character) and
 out-of-range labels are bad rows.
 
+Tasks in other languages than Turkish follow the same recipe (``xcopa_et``); each language pack
+names its tasks, and the group ``diffutron_<code>`` runs them (``docs/languages.md``).
+
 What it does not know: how to read files (``sources.py``) or score anything (``runner.py``).
 Where ``cetvel.md`` is not explicit (the Turkish PLU prompts beyond its example, the label order of
 a hub dataset that stores news categories as bare integers) the choice made is written next to the
@@ -28,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..languages import LANGUAGES, get_language
 from ..text.normalize import normalize
 
 MULTIPLE_CHOICE = "multiple_choice"
@@ -236,25 +240,34 @@ def prepare_sts(row):
     }
 
 
-XCOPA_CONNECTORS = {"cause": "çünkü", "effect": "bu yüzden"}
-
-
 def _lower_first(s: str) -> str:
     # CETVEL (lm-eval's xcopa utils) lower-cases with Python's rules, so "I" -> "i", not "ı".
     return s[:1].lower() + s[1:]
 
 
-def prepare_xcopa(row):
-    premise = text(row, "premise").strip()
-    question = text(row, "question").strip()
-    if question not in XCOPA_CONNECTORS:
-        raise BadItem(f"question {question!r} is neither cause nor effect")
-    return {
-        "premise": premise[:-1] if premise.endswith(".") else premise,
-        "connector": XCOPA_CONNECTORS[question],
-        "choices": [_lower_first(text(row, "choice1")), _lower_first(text(row, "choice2"))],
-        "label": label_index(_first(row, "label"), 2),
-    }
+def xcopa_prepare(language: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """XCOPA's ``prepare`` in ``language``: the premise, its pack's connective for the question
+    (lm-eval's xcopa: Turkish "çünkü" / "bu yüzden", Estonian "sest" / "seetõttu"), and the two
+    alternatives with their first letter lower-cased."""
+    connectives = get_language(language).connectives
+
+    def prepare(row: Mapping[str, Any]) -> dict[str, Any]:
+        premise = text(row, "premise").strip()
+        question = text(row, "question").strip()
+        if question not in connectives:
+            raise BadItem(f"question {question!r} is neither cause nor effect")
+        return {
+            "premise": premise[:-1] if premise.endswith(".") else premise,
+            "connector": connectives[question],
+            "choices": [_lower_first(text(row, "choice1")), _lower_first(text(row, "choice2"))],
+            "label": label_index(_first(row, "label"), 2),
+        }
+
+    return prepare
+
+
+XCOPA_CONNECTORS = get_language("tr").connectives
+prepare_xcopa = xcopa_prepare("tr")
 
 
 def _endings(row, n: int) -> list[str]:
@@ -421,6 +434,13 @@ register(Task(
     description="causal commonsense: which alternative is the cause / effect",
 ))  # fmt: skip
 register(Task(
+    name="xcopa_et", kind=MC, prepare=xcopa_prepare("et"), metrics=("acc",), split="test",
+    prompt="{premise} {connector}",
+    hub=HubSource("cambridgeltl/xcopa", ("et",)),
+    local={"test": ("test.et.jsonl",), "validation": ("val.et.jsonl",)},
+    description="Estonian XCOPA (data/et/ of cambridgeltl/xcopa, 100 val / 500 test, CC BY 4.0)",
+))  # fmt: skip
+register(Task(
     name="offenseval_tr", kind=MC, prepare=prepare_offense, metrics=("acc", "acc_norm", "f1"), split="test",
     prompt="Cümle: {tweet}\nSoru: Bu cümle nefret söylemi içermekte midir?\n",
     choices=("Hayır", "Evet"),
@@ -496,13 +516,19 @@ register(Task(
     description="TurkMorfBench core set (PyPI, CC BY 4.0): pick the correctly inflected form",
 ))  # fmt: skip
 
+# CETVEL is a Turkish benchmark: its groups leave out the tasks of the other language packs.
+_NOT_TURKISH = {n for code, pack in LANGUAGES.items() if code != "tr" for n in pack.tasks}
+
 GROUPS.update(
-    diffutron=("belebele_tr", "exams_tr", "ironytr", "news_cat", "mnli_tr", "sts_tr", "xcopa_tr"),
+    diffutron=get_language("tr").tasks,
+    **{f"diffutron_{code}": pack.tasks for code, pack in LANGUAGES.items()},
     turkish_plu=tuple(n for n in TASKS if n.startswith("turkish_plu_")),
     cetvel_mc=tuple(
-        n for n, t in TASKS.items() if t.kind == MC and t.package is None and not n.startswith("turkishmmlu_")
+        n
+        for n, t in TASKS.items()
+        if t.kind == MC and t.package is None and not n.startswith("turkishmmlu_") and n not in _NOT_TURKISH
     ),
-    cetvel_gen=tuple(n for n, t in TASKS.items() if t.kind == GENERATE),
+    cetvel_gen=tuple(n for n, t in TASKS.items() if t.kind == GENERATE and n not in _NOT_TURKISH),
 )
 
 

@@ -1,7 +1,12 @@
-"""The quickstart: a Turkish masked diffusion model from nothing, offline, on a CPU, in minutes.
+"""The quickstart: a masked diffusion model from nothing, offline, on a CPU, in minutes.
 
     diffutron quickstart --minutes 5 --out runs/quickstart
     diffutron quickstart --full --out runs/quickstart-full      # the whole progression, ~10 minutes
+    diffutron quickstart --language et                          # Estonian (docs/languages.md)
+
+Turkish by default; ``--language`` picks another language pack (:mod:`diffutron.languages`): its
+corpus, prompts and built-in instruction sets. A pack with a held-out corpus (Estonian: the issues
+of 2005) also gets the ELBO perplexity of those unseen documents, before and after training.
 
 1. trains a byte-level BPE tokenizer on the embedded corpus (Atatürk's speeches, public domain);
 2. packs the corpus into 128-token blocks, holds out 2% for validation;
@@ -21,6 +26,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from ..config import (
     DataConfig,
     ModelConfig,
@@ -30,19 +37,18 @@ from ..config import (
     TrainingConfig,
     recipe_from_dict,
 )
+from ..data.sources import embedded_corpus
+from ..evaluation.perplexity import text_perplexity
 from ..io import atomic_write_json
+from ..languages import DEFAULT_LANGUAGE, get_language
 from ..models.checkpoint import load_checkpoint
 from ..sampling import GenerationConfig, generate
 from ..text.chat import extract_answer
 from ..training import latest_checkpoint, train
 from ..training.pipeline import run_recipe
+from ..training.prepare import build_model
 
-PROMPTS = [
-    "Türkiye Cumhuriyeti",
-    "Efendiler, milletimiz",
-    "Ordular, ilk hedefiniz",
-    "Gençlik, istikbalimizin",
-]
+PROMPTS = list(get_language("tr").prompts)  # Turkish; other languages: their pack's prompts
 
 # A narrow window in the sliding-attention layers (ModernBERT's own local attention: +-4 tokens instead of
 # the whole 128-token block): a bidirectional model sees its neighbours only through attention, and a
@@ -54,14 +60,14 @@ TINY_OVERRIDES = {"local_attention": 8}
 WARMUP_RATIO = 0.25
 
 
-def quickstart_config(minutes: float, seed: int = 0, max_steps: int | None = None) -> RunConfig:
-    """The quickstart's run: sized to ``minutes`` of training, and at most ``max_steps`` steps."""
+def quickstart_config(minutes: float, seed: int = 0, language: str = DEFAULT_LANGUAGE) -> RunConfig:
     return RunConfig(
+        language=language,
         model=ModelConfig(preset="tiny", overrides=dict(TINY_OVERRIDES)),
         tokenizer=TokenizerConfig(vocab_size=8000),
         data=DataConfig(sources=["embedded"], block_size=128, val_fraction=0.02),
         training=TrainingConfig(
-            max_steps=max_steps or 100_000,
+            max_steps=100_000,
             max_minutes=minutes,
             batch_size=16,
             lr=1e-3,
@@ -96,22 +102,56 @@ def sample_config(tokenizer, seed: int = 0) -> GenerationConfig:
     )
 
 
+HELDOUT_CHARS = 60_000  # the held-out ELBO reads whole documents until this many characters
+HELDOUT_T_SAMPLES = 4
+
+
+def heldout_texts(language: str, max_chars: int = HELDOUT_CHARS) -> list[str]:
+    """The first documents of the pack's held-out corpus, whole, up to ``max_chars`` characters."""
+    texts: list[str] = []
+    for doc in embedded_corpus(get_language(language).heldout):
+        texts.append(doc)
+        if sum(map(len, texts)) >= max_chars:
+            break
+    return texts
+
+
+def heldout_perplexity(model, tokenizer, settings, texts: list[str]) -> dict:
+    """ELBO perplexity of whole held-out documents (windows of the training length)."""
+    r = text_perplexity(
+        model,
+        tokenizer,
+        texts,
+        mask_id=int(settings.mask_token_id),
+        schedule=settings.make_schedule(),
+        t_samples=HELDOUT_T_SAMPLES,
+        context_length=settings.context_length,
+    )
+    return {"perplexity": r.perplexity, "bits_per_char": r.bits_per_char, "windows": r.windows}
+
+
 def run_quickstart(
     out_dir: str | Path = "runs/quickstart",
     minutes: float = 5.0,
     seed: int = 0,
     progress: bool = True,
+    language: str = DEFAULT_LANGUAGE,
     max_steps: int | None = None,
 ) -> dict:
+    """Train, sample and (for a pack with a held-out corpus) score unseen documents; ``max_steps``
+    stops the run after that many steps even if time is left (comparisons on a loaded machine)."""
+    pack = get_language(language)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     # Running it again continues (or just re-reports) the run in out_dir instead of refusing it.
     resume = latest_checkpoint(out_dir / "checkpoints") is not None
-    result = train(quickstart_config(minutes, seed, max_steps), out_dir, resume=resume, progress=progress)
+    cfg = quickstart_config(minutes, seed, language)
+    result = train(cfg, out_dir, resume=resume, max_steps=max_steps, progress=progress)
     loaded = load_checkpoint(result.model_dir)
+    prompts = list(pack.prompts)
     gen = sample_config(loaded.tokenizer, seed)
-    out = generate(loaded.model, loaded.tokenizer, PROMPTS, gen, schedule=loaded.settings.make_schedule())
-    samples = [{"prompt": p, "completion": c} for p, c in zip(PROMPTS, out.texts, strict=True)]
+    out = generate(loaded.model, loaded.tokenizer, prompts, gen, schedule=loaded.settings.make_schedule())
+    samples = [{"prompt": p, "completion": c} for p, c in zip(prompts, out.texts, strict=True)]
     summary = {
         **result.summary,
         "samples": samples,
@@ -120,6 +160,20 @@ def run_quickstart(
         "wall_seconds": time.perf_counter() - t0,
         "model_dir": str(result.model_dir),
     }
+    if pack.heldout is not None:
+        texts = heldout_texts(language)
+        # "before": a fresh model of the same shape and seed, as the run started from
+        torch.manual_seed(seed)
+        fresh = build_model(cfg.model, loaded.tokenizer).eval()
+        summary["language"] = language
+        summary["heldout"] = {
+            "corpus": pack.heldout,
+            "documents": len(texts),
+            "characters": sum(map(len, texts)),
+            "before": heldout_perplexity(fresh, loaded.tokenizer, loaded.settings, texts),
+            "after": heldout_perplexity(loaded.model, loaded.tokenizer, loaded.settings, texts),
+        }
+        summary["corpus_note"] = pack.corpus_note
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
 
@@ -134,31 +188,36 @@ _SFT_TRAINING = dict(
     max_steps=100_000, batch_size=16, lr=1.0e-3, warmup_steps=10, eval_every=0, eval_blocks=64
 )
 
-CHAT_PROMPTS = [
-    [{"role": "user", "content": "Merhaba, nasılsın?"}],
-    [{"role": "user", "content": "Yapay zeka nedir?"}],
-    [{"role": "user", "content": "Boşluğa gelen kelimeyi yaz.\n\nTürkiye Cumhuriyeti'nin ___ Ankara'dır."}],
-    [
-        {
-            "role": "user",
-            "content": "Bu metnin devamını yaz.\n\nEfendiler, milletimiz büyük bir imtihandan geçti.",
-        }
-    ],
-]
+
+def chat_prompts(language: str = DEFAULT_LANGUAGE) -> list[list[dict[str, str]]]:
+    """The pack's chat prompts as one-message conversations."""
+    return [[{"role": "user", "content": c}] for c in get_language(language).chat_prompts]
 
 
-def quickstart_recipe(minutes: float = FULL_MINUTES, seed: int = 0) -> RecipeConfig:
-    """The ``quickstart-tr`` recipe; ``minutes`` is split 40/30/30 over the three stages."""
+CHAT_PROMPTS = chat_prompts("tr")
+
+# Built-in conversation sets by language (chatterbot-corpus has Turkish, not Estonian).
+_CONVERSATIONS = {"tr": "chatterbot"}
+
+
+def quickstart_recipe(
+    minutes: float = FULL_MINUTES, seed: int = 0, language: str = DEFAULT_LANGUAGE
+) -> RecipeConfig:
+    """The ``quickstart-<language>`` recipe; ``minutes`` is split 40/30/30 over the three stages."""
+    pack = get_language(language)
 
     def budget(stage: str) -> float:
         return round(minutes * _STAGE_SHARE[stage], 3)
 
-    chat = {"builtin": "chatterbot", "weight": 4.0, "optional": True}  # 146 rows: repeated to count
+    # chatterbot: 146 rows, repeated to count
+    conversations = _CONVERSATIONS.get(language)
+    chat = [{"builtin": conversations, "weight": 4.0, "optional": True}] if conversations else []
     return recipe_from_dict(
         {
-            "name": "quickstart-tr",
-            "description": "A tiny Turkish MDLM from nothing, offline on a CPU: pre-training, then "
+            "name": f"quickstart-{language}",
+            "description": f"A tiny {pack.name} MDLM from nothing, offline on a CPU: pre-training, then "
             "general and task-specific instruction tuning on data derived at run time.",
+            "language": language,
             "model": {"preset": "tiny", "overrides": dict(TINY_OVERRIDES)},
             "tokenizer": {"vocab_size": 8000},
             "defaults": {
@@ -188,7 +247,7 @@ def quickstart_recipe(minutes: float = FULL_MINUTES, seed: int = 0) -> RecipeCon
                 {
                     "name": "general",
                     "sft": {
-                        "sources": [{"builtin": "continuation", "max_rows": 6000}, chat],
+                        "sources": [{"builtin": "continuation", "max_rows": 6000}, *chat],
                         "max_length": 128,
                         "val_fraction": 0.05,
                     },
@@ -197,7 +256,7 @@ def quickstart_recipe(minutes: float = FULL_MINUTES, seed: int = 0) -> RecipeCon
                 {
                     "name": "task",
                     "sft": {
-                        "sources": [{"builtin": "fill-blank", "max_rows": 6000}, chat],
+                        "sources": [{"builtin": "fill-blank", "max_rows": 6000}, *chat],
                         "max_length": 128,
                         "val_fraction": 0.05,
                     },
@@ -214,24 +273,26 @@ def run_quickstart_full(
     seed: int = 0,
     progress: bool = True,
     resume: bool = True,
+    language: str = DEFAULT_LANGUAGE,
 ) -> dict:
     """Run the three stages (resuming whatever an earlier call left), then chat with the final model."""
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    result = run_recipe(quickstart_recipe(minutes, seed), out_dir, resume=resume, progress=progress)
+    messages = chat_prompts(language)
+    recipe = quickstart_recipe(minutes, seed, language)
+    result = run_recipe(recipe, out_dir, resume=resume, progress=progress)
     loaded = load_checkpoint(result.final_model)
     gen = GenerationConfig(
         max_new_tokens=32, steps=32, block_size=16, temperature=0.0, repetition_penalty=1.2
     )
     # the template travelled with the tokenizer: exactly what a chat client will send
     prompts = [
-        loaded.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
-        for m in CHAT_PROMPTS
+        loaded.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages
     ]
     out = generate(loaded.model, loaded.tokenizer, prompts, gen, schedule=loaded.settings.make_schedule())
     chats = [
         {"user": m[-1]["content"], "answer": extract_answer(text)}
-        for m, text in zip(CHAT_PROMPTS, out.texts, strict=True)
+        for m, text in zip(messages, out.texts, strict=True)
     ]
     summary = {
         "stages": result.stages,

@@ -12,6 +12,10 @@ How to use it::
     turkish_upper("iğdır")                  # -> "İĞDIR"     (str.upper() gives "IĞDIR")
     turkish_casefold("IĞDIR") == turkish_casefold("ığdır")   # -> True
 
+Other languages: :func:`lower`, :func:`upper` and :func:`casefold` take a language code and apply
+the dotted / dotless i rules for Turkish and Azerbaijani (``DOTTED_I_LANGUAGES``) and plain Unicode
+rules (NFC) for every other language; a language pack (:mod:`diffutron.languages`) calls them.
+
 What it does not know: the language of the text. The Turkish casing rules (I↔ı, İ↔i) are applied
 to every character, so English "I" becomes "ı" under :func:`turkish_lower`; do not use these
 functions on mixed-language text where that matters. :func:`normalize` removes zero-width joiners
@@ -24,7 +28,20 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["normalize", "turkish_casefold", "turkish_lower", "turkish_upper"]
+__all__ = [
+    "DOTTED_I_LANGUAGES",
+    "casefold",
+    "lower",
+    "normalize",
+    "turkish_casefold",
+    "turkish_lower",
+    "turkish_upper",
+    "upper",
+]
+
+# ISO 639-1 codes of the languages whose alphabets pair I with ı and İ with i (Unicode's
+# SpecialCasing.txt lists exactly these two for the Latin script).
+DOTTED_I_LANGUAGES = frozenset({"tr", "az"})
 
 # ZWSP, ZWNJ, ZWJ and the BOM / ZWNBSP: invisible, so two visually identical Turkish strings would
 # otherwise tokenise differently. Removed before NFC so they cannot block a base letter from
@@ -78,3 +95,24 @@ def turkish_casefold(s: str) -> str:
     """
     folded = unicodedata.normalize("NFC", s).translate(_TR_LOWER).casefold()
     return unicodedata.normalize("NFC", folded)
+
+
+def lower(s: str, language: str) -> str:
+    """Lower-case ``s`` with the rules of ``language`` (Turkish I/İ for ``tr`` and ``az``); NFC."""
+    if language in DOTTED_I_LANGUAGES:
+        return turkish_lower(s)
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", s).lower())
+
+
+def upper(s: str, language: str) -> str:
+    """Upper-case ``s`` with the rules of ``language`` (Turkish i/ı for ``tr`` and ``az``); NFC."""
+    if language in DOTTED_I_LANGUAGES:
+        return turkish_upper(s)
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", s).upper())
+
+
+def casefold(s: str, language: str) -> str:
+    """A key for case-insensitive comparison in ``language`` (see :func:`turkish_casefold`); NFC."""
+    if language in DOTTED_I_LANGUAGES:
+        return turkish_casefold(s)
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", s).casefold())

