@@ -175,8 +175,10 @@ def test_the_language_key_points_embedded_and_builtin_sets_at_its_pack():
     assert tr.data.sources == ["embedded"] and tr.sft.sources == ["builtin:continuation"]
     with pytest.raises(ValueError, match="unknown language 'xx'; language packs: et, tr"):
         from_dict(RunConfig, {"language": "xx"})
-    with pytest.raises(ConfigError, match="language: expected str"):
+    with pytest.raises(ValueError, match="unknown language '7'"):  # YAML's number comes back as text
         from_dict(RunConfig, {"language": 7})
+    with pytest.raises(ConfigError, match="language: expected str"):
+        from_dict(RunConfig, {"language": ["tr"]})
 
 
 def test_every_pack_names_registered_tasks_builtin_sets_and_both_connectives():
