@@ -46,6 +46,7 @@ generator and at the sizes the row uses alone, so a row's draws never depend on 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import warnings
@@ -54,6 +55,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..diffusion.block import block_size_of, causal_inputs, check_backbone
 from ..diffusion.schedules import LinearSchedule, Schedule
 from ..models.heads import MaskedLMParts, context_limit
 from ..models.kv_cache import MODE_IDS, EncoderKVCache
@@ -480,6 +482,11 @@ class DecodeState:
         self.keys: list[tuple] = []
         self._forbidden: dict[tuple, torch.Tensor] = {}
         self.kv: EncoderKVCache | None = None  # built when the first row with a cache joins
+        # block diffusion (the mode saved with the checkpoint): blocks of the model's size, decoded in
+        # order, each step re-encoding the prompt and finished blocks with the block-causal mask
+        self.diffusion_block = block_size_of(model)
+        if self.diffusion_block is not None:
+            check_backbone(self.parts)
         for name in self._ROWS:
             setattr(self, name, None)
 
@@ -492,6 +499,8 @@ class DecodeState:
         """The rows of ``start`` join (as the last rows), each with its settings and random generator."""
         n = start.ids.shape[0]
         ids, attention, editable = start.ids, start.attention, start.editable
+        if self.diffusion_block is not None:
+            configs = self._block_mode(configs, start.answer)
         block = torch.cat([_block_ids(editable[b : b + 1], c.block_size) for b, c in enumerate(configs)])
         n_blocks = torch.where(editable.any(1), block.max(1).values + 1, 1)
         width_nb = int(n_blocks.max())
@@ -577,6 +586,21 @@ class DecodeState:
             setattr(self, name, getattr(self, name)[:, :width])
         for name in ("configs", "generators", "stops", "keys"):
             setattr(self, name, [getattr(self, name)[i] for i in rows])
+
+    def _block_mode(self, configs: list[GenerationConfig], answer: bool) -> list[GenerationConfig]:
+        """A block model decodes its own blocks, left to right, without the approximate cache (its
+        re-encoded prefix is exact); infilling would show it text after a block, never seen in training."""
+        if not answer:
+            raise ValueError("a block-diffusion model writes left to right: infilling needs an MDLM")
+        size = self.diffusion_block
+        changed = [c for c in configs if c.block_size != size or c.cache != "none"]
+        if any(c.block_size not in (None, 0, size) for c in changed):
+            warnings.warn(
+                f"this block-diffusion model decodes blocks of {size} tokens (its training block size); "
+                "the generation block_size is ignored",
+                stacklevel=3,
+            )
+        return [dataclasses.replace(c, block_size=size, cache="none") for c in configs]
 
     @property
     def done(self) -> torch.Tensor:
@@ -664,6 +688,10 @@ class DecodeState:
         mask_id = self.mask_id
         # 3. one forward pass over the rows that commit something, cut to their longest row
         w = int(self.attention[sub].sum(1).max())
+        if self.diffusion_block is not None:  # nothing sees a later block: cut after the current ones
+            pos = torch.arange(self.canvas.shape[1], device=self.device)
+            in_cur = self.editable[sub] & (self.block[sub] == self.cur[sub, None])
+            w = min(w, int(torch.where(in_cur, pos, -1).max()) + 1)
         ids, att, cand = self.canvas[sub, :w], self.attention[sub, :w], candidates[sub, :w]
         r, c = cand.nonzero(as_tuple=True)
         guided = self.guided[sub]
@@ -686,6 +714,11 @@ class DecodeState:
                 block=self.cur[sub],
                 mode=self.cache_mode[sub],
             )
+        if self.diffusion_block is not None:
+            blocks = self.block[sub, :w]
+            if uncond_at is not None:
+                blocks = torch.cat([blocks, blocks[guided]])
+            encode = functools.partial(self._encode_blocks, blocks)
         head, uncond_head = forward_candidates(self.parts, ids, att, (r, c), uncond_at, encode)
         self.forward_passes += 1
         vocab = head.shape[-1]
@@ -750,6 +783,11 @@ class DecodeState:
         self.canvas = torch.where(commit, proposed, self.canvas)
         self.commit_step = torch.where(commit, self.steps[:, None], self.commit_step)
         return commit
+
+    def _encode_blocks(self, blocks: torch.Tensor, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """Block mode's network call: the canvas with key block <= query block (``diffusion.block``)."""
+        mask, positions = causal_inputs(self.parts, blocks, attention)
+        return self.parts.encode(ids, mask, positions)
 
     def _stop_strings(self, active: torch.Tensor) -> torch.Tensor:
         """[B] rows whose *filled prefix* (answer up to the first mask) contains one of their stop strings.
