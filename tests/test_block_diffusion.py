@@ -265,12 +265,12 @@ def test_clipped_noise_levels_stay_in_their_range_and_bad_ranges_are_refused():
             from_dict(RunConfig, {"diffusion": bad})
 
 
-def _exact_block_nelbo(parts, ids: torch.Tensor, size: int) -> torch.Tensor:
+def _exact_block_nelbo(parts, ids: torch.Tensor, size: int, maskable: torch.Tensor | None = None) -> torch.Tensor:
     """sum over blocks of the exact NELBO of each block given the clean earlier ones: for a block of
     m tokens, sum_S (1 / (|S| C(m, |S|))) sum_{i in S} CE_i, over every non-empty mask S of the block
     (the linear schedule's integral), each computed by the block-by-block pass."""
     length = ids.shape[1]
-    blocks = block_index(torch.ones_like(ids, dtype=torch.bool), size)
+    blocks = block_index(torch.ones_like(ids, dtype=torch.bool) if maskable is None else maskable, size)
     total = torch.zeros(ids.shape[0], dtype=torch.float64)
     for b in range(int(blocks.max()) + 1):
         cols = (blocks[0] == b).nonzero().flatten().tolist()
@@ -402,3 +402,40 @@ def test_block_sampling_refuses_infilling(tokenizer):
     attach_block_size(model, 4)
     with pytest.raises(ValueError, match="infilling needs an MDLM"):
         infill(model, tokenizer, ["Ankara <mask:2> şehridir."], GenerationConfig(max_new_tokens=4, steps=4))
+
+
+def test_multiple_choice_scoring_of_a_block_model_is_its_exact_bound_and_greedy_its_block_argmax():
+    """A 4-token answer is enumerated (15 masks <= 32 samples): the score equals minus the exact sum
+    over the answer's blocks of 2 (the context is the clean condition). ``greedy`` asks whether each
+    block, all masked given the clean earlier ones, has the answer as its argmax."""
+    from diffutron.evaluation.likelihood import ContinuationScorer, EncodedPair, LikelihoodConfig
+
+    model = _modernbert()
+    parts = MaskedLMParts(model)
+    context, answer = (7, 8, 9), (10, 11, 12, 13)
+    ids = torch.tensor([context + answer])
+    maskable = torch.tensor([[False] * 3 + [True] * 4])
+    with torch.no_grad():
+        exact = float(_exact_block_nelbo(parts, ids, 2, maskable)[0])
+    attach_block_size(model, 2)
+    scorer = ContinuationScorer(model, mask_id=MASK, pad_id=0, config=LikelihoodConfig(samples=32))
+    result = scorer.score_encoded([EncodedPair(context, answer)])
+    assert result.exact == [True]
+    assert result.loglikelihoods[0] == pytest.approx(-exact, rel=1e-5)
+    attach_block_size(model, None)
+    mdlm = ContinuationScorer(model, mask_id=MASK, pad_id=0, config=LikelihoodConfig(samples=32))
+    assert abs(mdlm.score_encoded([EncodedPair(context, answer)]).loglikelihoods[0] + exact) > 1e-3
+    # greedy: the block argmax answer, found by hand with the block-by-block pass
+    best = list(ids[0, :3])
+    for b in range(2):
+        canvas = torch.tensor([best + [MASK, MASK]])
+        blocks = block_index(torch.tensor([[False] * 3 + [True] * (2 * b + 2)]), 2)
+        mask, pos = causal_inputs(parts, blocks, None)
+        with torch.no_grad():
+            logits = parts.head(parts.encode(canvas, mask, pos))[0, -2:].float()
+        logits[:, MASK] = float("-inf")
+        best += logits.argmax(-1).tolist()
+    greedy_answer = tuple(int(t) for t in best[3:])
+    attach_block_size(model, 2)
+    scorer.encode = lambda requests: [EncodedPair(context, a) for _, a in requests]
+    assert scorer.greedy([("", greedy_answer), ("", tuple(t + 1 for t in greedy_answer))]) == [True, False]

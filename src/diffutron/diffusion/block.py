@@ -225,5 +225,7 @@ def attach_block_size(model: torch.nn.Module, block_size: int | None) -> None:
 def block_size_of(model: torch.nn.Module) -> int | None:
     """The block size recorded by ``attach_block_size`` (``None``: an MDLM, or a model never loaded
     through a checkpoint)."""
-    inner = model.inner if isinstance(model, MaskedLMParts) else _unwrap(model)
+    inner = _unwrap(model)
+    if isinstance(inner, MaskedLMParts):  # also under an accelerate wrapper (DDP: .module)
+        inner = inner.inner
     return getattr(inner, SETTINGS_ATTRIBUTE, None)

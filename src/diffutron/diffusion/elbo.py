@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models.heads import MaskedLMParts
+from .block import block_size_of
 from .loss import weighted_masked_nll
 from .masking import T_EPS, mask_counts, mask_tokens
 from .schedules import Schedule
@@ -76,7 +77,10 @@ def elbo_perplexity(
     """NELBO per token of ``blocks`` [N, L] (token ids). ``maskable`` defaults to the attention mask
     (padding is neither masked nor scored), or to every position when there is none.
     ``block_size``: a block-diffusion model's bound, the exact NELBO of each block given the clean
-    earlier ones, summed over blocks (``diffusion.block``); always over the full t range."""
+    earlier ones, summed over blocks (``diffusion.block``); always over the full t range. ``None``:
+    the block size recorded on the model when it was loaded (``block_size_of``; an MDLM: none)."""
+    if block_size is None:
+        block_size = block_size_of(parts)
     was_training = parts.training
     parts.eval()
     device = next(parts.parameters()).device
