@@ -161,7 +161,7 @@ MUTATIONS: list[Mutation] = [
         tests=(
             "tests/test_block_diffusion.py::test_block_sampling_decodes_block_by_block_and_matches_the_model_conditional",
         ),
-        why="a block model samples with full bidirectional attention (it sees later masks it never saw in training)",
+        why="a block model samples with full bidirectional attention: the prompt and finished blocks see the current block's masks, never so in training",
     ),
     # --- evaluation ---------------------------------------------------------------------------
     Mutation(

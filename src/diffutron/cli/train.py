@@ -12,11 +12,15 @@ from pathlib import Path
 
 def _quickstart(args: argparse.Namespace) -> int:
     if args.full:
+        if args.mode != "mdlm":
+            raise SystemExit("quickstart --full trains the published MDLM progression: --mode block is for the plain quickstart")
         return _quickstart_full(args)
     from ..recipes.quickstart import run_quickstart
 
     minutes = args.minutes if args.minutes is not None else 5.0
-    s = run_quickstart(args.out, minutes=minutes, seed=args.seed, max_steps=args.max_steps)
+    s = run_quickstart(
+        args.out, minutes=minutes, seed=args.seed, max_steps=args.max_steps, mode=args.mode, block_size=args.block_size
+    )
     print()
     print(
         f"Trained a tiny Turkish masked diffusion model ({s['parameters'] / 1e6:.1f}M parameters) "
@@ -153,6 +157,13 @@ def add_parsers(sub) -> None:
         default=None,
         help="stop after this many steps even if time is left (the same run on any machine, if fast enough)",
     )
+    p.add_argument(
+        "--mode",
+        choices=("mdlm", "block"),
+        default="mdlm",
+        help="mdlm (default, the published Diffutron) or block: block diffusion, BD3-LM (docs/block-diffusion.md)",
+    )
+    p.add_argument("--block-size", type=int, default=16, help="tokens per block with --mode block (default 16)")
     p.add_argument(
         "--full",
         action="store_true",

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..config import (
     DataConfig,
+    DiffusionConfig,
     ModelConfig,
     RecipeConfig,
     RunConfig,
@@ -54,10 +55,14 @@ TINY_OVERRIDES = {"local_attention": 8}
 WARMUP_RATIO = 0.25
 
 
-def quickstart_config(minutes: float, seed: int = 0, max_steps: int | None = None) -> RunConfig:
-    """The quickstart's run: sized to ``minutes`` of training, and at most ``max_steps`` steps."""
+def quickstart_config(
+    minutes: float, seed: int = 0, max_steps: int | None = None, mode: str = "mdlm", block_size: int = 16
+) -> RunConfig:
+    """The quickstart's run: sized to ``minutes`` of training, and at most ``max_steps`` steps.
+    ``mode="block"``: block diffusion with blocks of ``block_size`` tokens (docs/block-diffusion.md)."""
     return RunConfig(
         model=ModelConfig(preset="tiny", overrides=dict(TINY_OVERRIDES)),
+        diffusion=DiffusionConfig(mode=mode, block_size=block_size if mode == "block" else None),
         tokenizer=TokenizerConfig(vocab_size=8000),
         data=DataConfig(sources=["embedded"], block_size=128, val_fraction=0.02),
         training=TrainingConfig(
@@ -102,12 +107,14 @@ def run_quickstart(
     seed: int = 0,
     progress: bool = True,
     max_steps: int | None = None,
+    mode: str = "mdlm",
+    block_size: int = 16,
 ) -> dict:
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     # Running it again continues (or just re-reports) the run in out_dir instead of refusing it.
     resume = latest_checkpoint(out_dir / "checkpoints") is not None
-    result = train(quickstart_config(minutes, seed, max_steps), out_dir, resume=resume, progress=progress)
+    result = train(quickstart_config(minutes, seed, max_steps, mode, block_size), out_dir, resume=resume, progress=progress)
     loaded = load_checkpoint(result.model_dir)
     gen = sample_config(loaded.tokenizer, seed)
     out = generate(loaded.model, loaded.tokenizer, PROMPTS, gen, schedule=loaded.settings.make_schedule())

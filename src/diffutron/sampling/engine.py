@@ -588,18 +588,13 @@ class DecodeState:
             setattr(self, name, [getattr(self, name)[i] for i in rows])
 
     def _block_mode(self, configs: list[GenerationConfig], answer: bool) -> list[GenerationConfig]:
-        """A block model decodes its own blocks, left to right, without the approximate cache (its
-        re-encoded prefix is exact); infilling would show it text after a block, never seen in training."""
+        """A block model decodes its own blocks (the generation ``block_size`` is replaced by the
+        model's), left to right, without the approximate cache (its re-encoded prefix is exact);
+        infilling would show it text after a block, never seen in training."""
         if not answer:
             raise ValueError("a block-diffusion model writes left to right: infilling needs an MDLM")
         size = self.diffusion_block
-        changed = [c for c in configs if c.block_size != size or c.cache != "none"]
-        if any(c.block_size not in (None, 0, size) for c in changed):
-            warnings.warn(
-                f"this block-diffusion model decodes blocks of {size} tokens (its training block size); "
-                "the generation block_size is ignored",
-                stacklevel=3,
-            )
+        # not a warning: every preset names a block size (32), so each call of a block model would warn
         return [dataclasses.replace(c, block_size=size, cache="none") for c in configs]
 
     @property
