@@ -181,6 +181,44 @@ def test_the_one_pass_training_forward_equals_a_block_by_block_forward(size):
             torch.testing.assert_close(step[:, here], one_pass[:, :end][:, here], rtol=1e-5, atol=1e-5)
 
 
+def test_the_one_pass_training_forward_equals_a_block_by_block_forward_with_the_exact_cache():
+    """The sampler's cache (``BlockKVCache``): each block's logits, with the prompt and finished
+    blocks taken from the cache, equal the one-pass training logits to 1e-5, also at a second step
+    of a block whose tokens changed in between; a finished block is computed once more (clean) and
+    then only read."""
+    from diffutron.models.kv_cache import BlockKVCache
+
+    parts = MaskedLMParts(_modernbert(local_attention=4))
+    clean = _ids(2, 13, seed=7)
+    maskable = torch.ones_like(clean, dtype=torch.bool)
+    maskable[0, :2] = False  # prompts of different lengths
+    maskable[1, :3] = False
+    g = torch.Generator().manual_seed(1)
+    masked = (torch.rand(clean.shape, generator=g) < 0.6) & maskable
+    noisy = torch.where(masked, MASK, clean)
+    size = 4
+    blocks = block_index(maskable, size)
+    cache = BlockKVCache(parts)
+    cache.add(2)
+    rows = torch.arange(2)
+    ones = torch.ones_like(clean)
+    with torch.no_grad():
+        one_pass = _logits_2l(parts, noisy, clean, maskable, size)
+        for b in range(int(blocks.max()) + 1):
+            current = torch.full((2,), b)
+            for half in (False, True):  # a first and a second step of the block
+                canvas = torch.where(blocks == b, noisy, clean)
+                if half:  # commits in between: the first masked position of the block gets its token
+                    first = ((canvas == MASK) & (blocks == b)).long().argmax(1)
+                    canvas[rows, first] = clean[rows, first]
+                hidden = cache.encode(rows, canvas, ones, blocks=blocks, current=current)
+                logits = parts.head(hidden)
+                expect = one_pass if not half else _logits_2l(parts, canvas, clean, maskable, size)
+                here = blocks == b
+                torch.testing.assert_close(logits[here], expect[here], rtol=1e-5, atol=1e-5)
+            assert cache.upto.tolist() == torch.where(here, torch.arange(13), 99).min(1).values.tolist()
+
+
 def test_the_sliding_window_applies_to_shared_positions_in_both_copies():
     """One sliding layer (window 2): an x_t query at position p sees x0 at p - 1 (2L indices apart,
     one position apart) and does not see x0 at p - 3 (outside the window), though both are earlier
@@ -344,7 +382,8 @@ def test_the_mode_is_saved_with_the_checkpoint_and_read_back(tmp_path, tokenizer
     assert block_size_of(load_checkpoint(tmp_path / "plain").model) is None
 
 
-def test_block_sampling_decodes_block_by_block_and_matches_the_model_conditional(tokenizer):
+@pytest.mark.parametrize("cache", ["none", "prefix"])
+def test_block_sampling_decodes_block_by_block_and_matches_the_model_conditional(tokenizer, cache):
     """A block model's greedy answer, written by ``generate`` over several blocks, equals what one
     reaches by hand: each block decoded given only the prompt and the earlier blocks (later masks
     changed to other tokens do not change it), and the blocks are committed in order."""
@@ -358,7 +397,7 @@ def test_block_sampling_decodes_block_by_block_and_matches_the_model_conditional
     ).double().eval()  # fmt: skip
     attach_block_size(model, 4)
     cfg = GenerationConfig(max_new_tokens=12, steps=12, block_size=0, remasking="low_confidence",
-                           temperature=0.0, stop_at_eos=False, cache="none")  # fmt: skip
+                           temperature=0.0, stop_at_eos=False, cache=cache)  # fmt: skip
     out = generate(model, tokenizer, ["Türkiye'nin başkenti"], cfg, schedule=get_schedule("linear"))
     answer = out.editable[0]
     steps = out.commit_step[0][answer]

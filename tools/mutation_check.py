@@ -60,6 +60,27 @@ class Mutation:
 MUTATIONS: list[Mutation] = [
     # --- block diffusion (issue 23) -----------------------------------------------------------
     Mutation(
+        name="block-cache-keeps-noisy-keys",
+        file="src/diffutron/models/kv_cache.py",
+        original="        self.upto[rows] = start\n",
+        replacement="        self.upto[rows] = end\n",
+        tests=(
+            "tests/test_block_diffusion.py::test_the_one_pass_training_forward_equals_a_block_by_block_forward_with_the_exact_cache",
+            "tests/test_block_diffusion.py::test_block_sampling_decodes_block_by_block_and_matches_the_model_conditional",
+        ),
+        why="the exact block cache keeps a block's keys/values from its last noisy step instead of recomputing them clean",
+    ),
+    Mutation(
+        name="block-cache-ignores-the-block-rule",
+        file="src/diffutron/models/kv_cache.py",
+        original="out = self._run(ids, attention, idx, rows=rows, store=None, allowed=allowed, write_back=True)",
+        replacement="out = self._run(ids, attention, idx, rows=rows, store=None, allowed=None, write_back=True)",
+        tests=(
+            "tests/test_block_diffusion.py::test_the_one_pass_training_forward_equals_a_block_by_block_forward_with_the_exact_cache",
+        ),
+        why="the exact block cache lets the prompt and a finished block see the current block (bidirectional)",
+    ),
+    Mutation(
         name="block-xt-sees-its-own-clean-block",
         file="src/diffutron/diffusion/block.py",
         original="    xt_x0 = bk < bq\n",

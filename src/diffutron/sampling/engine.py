@@ -58,7 +58,7 @@ import torch
 from ..diffusion.block import block_size_of, causal_inputs, check_backbone
 from ..diffusion.schedules import LinearSchedule, Schedule
 from ..models.heads import MaskedLMParts, context_limit
-from ..models.kv_cache import MODE_IDS, EncoderKVCache
+from ..models.kv_cache import MODE_IDS, BlockKVCache, EncoderKVCache
 from .commit import (
     SCORERS,
     above_threshold,
@@ -556,7 +556,8 @@ class DecodeState:
             "cache_mode": torch.tensor([MODE_IDS[c.cache] for c in configs], dtype=torch.long),
         }
         if self.kv is None and any(c.cache != "none" for c in configs):
-            self.kv = EncoderKVCache(self.parts)  # raises for a backbone it cannot run
+            # raises for a backbone it cannot run; a block model's cache is exact (``BlockKVCache``)
+            self.kv = (EncoderKVCache if self.diffusion_block is None else BlockKVCache)(self.parts)
             self.kv.add(len(self))  # the rows already here, uncached
         if self.kv is not None:
             self.kv.add(n)
@@ -589,13 +590,13 @@ class DecodeState:
 
     def _block_mode(self, configs: list[GenerationConfig], answer: bool) -> list[GenerationConfig]:
         """A block model decodes its own blocks (the generation ``block_size`` is replaced by the
-        model's), left to right, without the approximate cache (its re-encoded prefix is exact);
-        infilling would show it text after a block, never seen in training."""
+        model's), left to right; ``cache`` prefix or dual means its exact cache (``BlockKVCache``).
+        Infilling would show it text after a block, never seen in training: refused."""
         if not answer:
             raise ValueError("a block-diffusion model writes left to right: infilling needs an MDLM")
         size = self.diffusion_block
         # not a warning: every preset names a block size (32), so each call of a block model would warn
-        return [dataclasses.replace(c, block_size=size, cache="none") for c in configs]
+        return [dataclasses.replace(c, block_size=size) for c in configs]
 
     @property
     def done(self) -> torch.Tensor:
@@ -711,9 +712,14 @@ class DecodeState:
             )
         if self.diffusion_block is not None:
             blocks = self.block[sub, :w]
-            if uncond_at is not None:
-                blocks = torch.cat([blocks, blocks[guided]])
-            encode = functools.partial(self._encode_blocks, blocks)
+            if self.kv is not None and bool(self.cache_mode[sub].all()):  # exact: prompt and finished blocks
+                encode = functools.partial(self.kv.encode, sub, blocks=blocks, current=self.cur[sub])
+            else:  # re-encode the prompt and finished blocks (rows without a cache, or mixed with them)
+                if uncond_at is not None:
+                    blocks = torch.cat([blocks, blocks[guided]])
+                encode = functools.partial(self._encode_blocks, blocks)
+                if self.kv is not None:
+                    self.kv.upto[sub] = 0  # their caches missed this pass: rebuilt at their next one
         head, uncond_head = forward_candidates(self.parts, ids, att, (r, c), uncond_at, encode)
         self.forward_passes += 1
         vocab = head.shape[-1]
@@ -779,7 +785,9 @@ class DecodeState:
         self.commit_step = torch.where(commit, self.steps[:, None], self.commit_step)
         return commit
 
-    def _encode_blocks(self, blocks: torch.Tensor, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    def _encode_blocks(
+        self, blocks: torch.Tensor, ids: torch.Tensor, attention: torch.Tensor
+    ) -> torch.Tensor:
         """Block mode's network call: the canvas with key block <= query block (``diffusion.block``)."""
         mask, positions = causal_inputs(self.parts, blocks, attention)
         return self.parts.encode(ids, mask, positions)
