@@ -480,3 +480,52 @@ def test_multiple_choice_scoring_of_a_block_model_is_its_exact_bound_and_greedy_
     attach_block_size(model, 2)
     scorer.encode = lambda requests: [EncodedPair(context, a) for _, a in requests]
     assert scorer.greedy([("", greedy_answer), ("", tuple(t + 1 for t in greedy_answer))]) == [True, False]
+
+
+def test_an_sft_run_in_block_mode_trains_with_the_prompt_clean_and_saves_the_mode(tmp_path, monkeypatch):
+    """The training loop calls the loss in block mode on SFT rows whose prompt is not maskable (so it is
+    the clean condition and the answer is cut into blocks from its start), evaluates, and saves a
+    model that loads as a block model."""
+    import json
+
+    from conftest import MICRO
+
+    from diffutron.config import ModelConfig, SftConfig, TokenizerConfig, TrainingConfig
+    from diffutron.models.checkpoint import load_checkpoint
+    from diffutron.training import loop as loop_module
+    from diffutron.training import train
+
+    rows = [
+        {"instruction": f"Soru {i}: Türkiye'nin başkenti neresidir?", "output": f"Ankara, {i}. cevap olarak."}
+        for i in range(24)
+    ]
+    data = tmp_path / "sft.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(r["instruction"] + " " + r["output"] for r in rows) + "\n", encoding="utf-8")
+    cfg = RunConfig(
+        model=ModelConfig(preset="tiny", overrides=dict(MICRO)),
+        tokenizer=TokenizerConfig(vocab_size=300),
+        data=from_dict(RunConfig, {"data": {"sources": [str(corpus)]}}).data,
+        sft=SftConfig(sources=[{"path": str(data), "format": "alpaca"}], max_length=96, val_fraction=0.2),
+        diffusion=from_dict(RunConfig, {"diffusion": {"mode": "block", "block_size": 8, "t_clip": [0.2, 0.9]}}).diffusion,
+        training=TrainingConfig(max_steps=2, batch_size=4, warmup_steps=1, eval_every=2, eval_blocks=4,
+                                eval_t_samples=2, save_every=0, log_every=1),
+    )  # fmt: skip
+    calls = []
+    real = loop_module.mdlm_loss
+
+    def spy(parts, ids, maskable, **kw):
+        calls.append((maskable.clone(), kw["block_size"], kw["clip"]))
+        return real(parts, ids, maskable, **kw)
+
+    monkeypatch.setattr(loop_module, "mdlm_loss", spy)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert len(calls) == 2 and all(size == 8 and clip == [0.2, 0.9] for _, size, clip in calls)
+    maskable = calls[0][0]
+    first = maskable.long().argmax(1)
+    assert (first > 0).all()  # a prompt before every answer: never maskable
+    blocks = block_index(maskable, 8)
+    assert (blocks[torch.arange(len(first)), first] == 0).all() and (blocks[:, 0] == -1).all()
+    loaded = load_checkpoint(result.model_dir)
+    assert loaded.settings.mode == "block" and block_size_of(loaded.model) == 8

@@ -60,6 +60,16 @@ class Mutation:
 MUTATIONS: list[Mutation] = [
     # --- block diffusion (issue 23) -----------------------------------------------------------
     Mutation(
+        name="block-training-runs-the-mdlm",
+        file="src/diffutron/training/loop.py",
+        original="                block_size=run.settings.diffusion_block,\n                clip=",
+        replacement="                clip=",
+        tests=(
+            "tests/test_block_diffusion.py::test_an_sft_run_in_block_mode_trains_with_the_prompt_clean_and_saves_the_mode",
+        ),
+        why="diffusion.mode: block is saved with the model but the training loop trains an MDLM",
+    ),
+    Mutation(
         name="block-cache-keeps-noisy-keys",
         file="src/diffutron/models/kv_cache.py",
         original="        self.upto[rows] = start\n",
