@@ -13,13 +13,20 @@ from pathlib import Path
 def _quickstart(args: argparse.Namespace) -> int:
     if args.full:
         if args.mode != "mdlm":
-            raise SystemExit("quickstart --full trains the published MDLM progression: --mode block is for the plain quickstart")
+            raise SystemExit(
+                "quickstart --full trains the published MDLM progression: --mode block is for the plain quickstart"
+            )
         return _quickstart_full(args)
     from ..recipes.quickstart import run_quickstart
 
     minutes = args.minutes if args.minutes is not None else 5.0
     s = run_quickstart(
-        args.out, minutes=minutes, seed=args.seed, max_steps=args.max_steps, mode=args.mode, block_size=args.block_size
+        args.out,
+        minutes=minutes,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        mode=args.mode,
+        block_size=args.block_size,
     )
     print()
     print(
