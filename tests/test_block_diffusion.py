@@ -529,3 +529,32 @@ def test_an_sft_run_in_block_mode_trains_with_the_prompt_clean_and_saves_the_mod
     assert (blocks[torch.arange(len(first)), first] == 0).all() and (blocks[:, 0] == -1).all()
     loaded = load_checkpoint(result.model_dir)
     assert loaded.settings.mode == "block" and block_size_of(loaded.model) == 8
+
+
+@pytest.mark.parametrize("remasking", ["random", "low_confidence", "margin", "entropy", "threshold"])
+def test_every_commit_rule_decodes_a_block_model_block_by_block_and_the_cache_changes_nothing(
+    tokenizer, remasking
+):
+    """Any commit rule (threshold included, sampled at temperature 1) fills block b before block b + 1,
+    and the exact block cache writes the same tokens as re-encoding (float64: no near-ties)."""
+    from diffutron.sampling.config import GenerationConfig
+    from diffutron.sampling.engine import generate
+
+    torch.manual_seed(0)
+    model = ModernBertForMaskedLM(
+        preset_config("tiny", tokenizer, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, initializer_range=0.5)
+    ).double().eval()  # fmt: skip
+    attach_block_size(model, 4)
+    prompts = ["Türkiye'nin başkenti", "Efendiler, milletimiz büyük"]
+    out = {}
+    for cache in ("none", "prefix"):
+        cfg = GenerationConfig(max_new_tokens=10, steps=10, remasking=remasking, temperature=1.0, seed=3,
+                               threshold=0.5, stop_at_eos=False, cache=cache)  # fmt: skip
+        out[cache] = generate(model, tokenizer, prompts, cfg, schedule=get_schedule("linear"))
+    assert out["none"].token_ids == out["prefix"].token_ids
+    for row in range(2):
+        steps = out["prefix"].commit_step[row][out["prefix"].editable[row]]
+        assert steps.shape[0] == 10
+        for b in range(2):
+            assert int(steps[4 * b : 4 * b + 4].max()) < int(steps[4 * b + 4 : 4 * b + 8].min())
