@@ -558,3 +558,28 @@ def test_every_commit_rule_decodes_a_block_model_block_by_block_and_the_cache_ch
         assert steps.shape[0] == 10
         for b in range(2):
             assert int(steps[4 * b : 4 * b + 4].max()) < int(steps[4 * b + 4 : 4 * b + 8].min())
+
+
+def test_the_eager_attention_gets_an_additive_mask_with_the_same_result_and_others_are_switched_to_sdpa():
+    """transformers builds the mask in the implementation's format (eager: additive floats): the
+    one-pass logits agree with sdpa's; an implementation that ignores 4D masks is switched to sdpa."""
+    from diffutron.diffusion.block import check_backbone
+
+    clean = _ids(2, 10, seed=8)
+    maskable = torch.ones_like(clean, dtype=torch.bool)
+    noisy = torch.where(
+        torch.rand(clean.shape, generator=torch.Generator().manual_seed(2)) < 0.5, MASK, clean
+    )
+    logits = {}
+    for impl in ("sdpa", "eager"):
+        model = _modernbert(local_attention=4)
+        model.set_attn_implementation(impl)
+        parts = MaskedLMParts(model)
+        with torch.no_grad():
+            logits[impl] = _logits_2l(parts, noisy, clean, maskable, 3)
+        assert model.config._attn_implementation == impl
+    torch.testing.assert_close(logits["eager"], logits["sdpa"], rtol=1e-5, atol=1e-5)
+    model = _modernbert()
+    model.config._attn_implementation_internal = "flash_attention_2"  # as loaded with it; not installed here
+    check_backbone(MaskedLMParts(model))
+    assert model.config._attn_implementation == "sdpa"
