@@ -58,6 +58,142 @@ class Mutation:
 
 
 MUTATIONS: list[Mutation] = [
+    # --- block diffusion (issue 23) -----------------------------------------------------------
+    Mutation(
+        name="block-training-runs-the-mdlm",
+        file="src/diffutron/training/loop.py",
+        original="                block_size=run.settings.diffusion_block,\n                clip=",
+        replacement="                clip=",
+        tests=(
+            "tests/test_block_diffusion.py::test_an_sft_run_in_block_mode_trains_with_the_prompt_clean_and_saves_the_mode",
+        ),
+        why="diffusion.mode: block is saved with the model but the training loop trains an MDLM",
+    ),
+    Mutation(
+        name="block-cache-keeps-noisy-keys",
+        file="src/diffutron/models/kv_cache.py",
+        original="        self.upto[rows] = start\n",
+        replacement="        self.upto[rows] = end\n",
+        tests=(
+            "tests/test_block_diffusion.py::test_the_one_pass_training_forward_equals_a_block_by_block_forward_with_the_exact_cache",
+            "tests/test_block_diffusion.py::test_block_sampling_decodes_block_by_block_and_matches_the_model_conditional",
+        ),
+        why="the exact block cache keeps a block's keys/values from its last noisy step instead of recomputing them clean",
+    ),
+    Mutation(
+        name="block-cache-ignores-the-block-rule",
+        file="src/diffutron/models/kv_cache.py",
+        original="out = self._run(ids, attention, idx, rows=rows, store=None, allowed=allowed, write_back=True)",
+        replacement="out = self._run(ids, attention, idx, rows=rows, store=None, allowed=None, write_back=True)",
+        tests=(
+            "tests/test_block_diffusion.py::test_the_one_pass_training_forward_equals_a_block_by_block_forward_with_the_exact_cache",
+        ),
+        why="the exact block cache lets the prompt and a finished block see the current block (bidirectional)",
+    ),
+    Mutation(
+        name="block-xt-sees-its-own-clean-block",
+        file="src/diffutron/diffusion/block.py",
+        original="    xt_x0 = bk < bq\n",
+        replacement="    xt_x0 = bk <= bq\n",
+        tests=(
+            "tests/test_block_diffusion.py::test_the_training_mask_is_the_bd3lm_table",
+            "tests/test_block_diffusion.py::test_the_one_pass_training_forward_equals_a_block_by_block_forward",
+        ),
+        why="block diffusion: the noisy copy sees the clean copy of its own block (the answer leaks into training)",
+    ),
+    Mutation(
+        name="block-window-on-2l-indices",
+        file="src/diffutron/diffusion/block.py",
+        original="    near = (pos[:, :, None] - pos[:, None, :]).abs() <= int(config.sliding_window)\n",
+        replacement="    idx = torch.arange(width, device=allowed.device)\n    near = ((idx[:, None] - idx[None, :]).abs() <= int(config.sliding_window))[None]\n",
+        tests=(
+            "tests/test_block_diffusion.py::test_the_sliding_window_applies_to_shared_positions_in_both_copies",
+            "tests/test_block_diffusion.py::test_the_one_pass_training_forward_equals_a_block_by_block_forward",
+        ),
+        why="block diffusion: the sliding window is measured on the 2L indices (transformers' own sliding mask), not the shared positions",
+    ),
+    Mutation(
+        name="block-sliding-layers-unwindowed",
+        file="src/diffutron/diffusion/block.py",
+        original='return {"full_attention": full, "sliding_attention": build(allowed & near)}',
+        replacement='return {"full_attention": full, "sliding_attention": full}',
+        tests=(
+            "tests/test_block_diffusion.py::test_the_sliding_window_applies_to_shared_positions_in_both_copies",
+            "tests/test_block_diffusion.py::test_block_size_one_is_an_autoregressive_nll_of_the_same_tokens",
+        ),
+        why="block diffusion: ModernBERT's sliding-window layers attend globally under the block mask",
+    ),
+    Mutation(
+        name="block-positions-not-shared",
+        file="src/diffutron/diffusion/block.py",
+        original="positions = torch.arange(length, device=noisy.device).repeat(2)",
+        replacement="positions = torch.arange(2 * length, device=noisy.device)",
+        tests=(
+            "tests/test_block_diffusion.py::test_the_training_mask_is_the_bd3lm_table",
+            "tests/test_block_diffusion.py::test_block_size_of_the_whole_row_is_the_mdlm_loss_on_the_same_masks",
+            "tests/test_block_diffusion.py::test_the_one_pass_training_forward_equals_a_block_by_block_forward",
+        ),
+        why="block diffusion: the clean copy gets positions L..2L-1, so rotary positions differ between the copies",
+    ),
+    Mutation(
+        name="block-prompt-cut-into-blocks",
+        file="src/diffutron/diffusion/block.py",
+        original='return torch.where(rel >= 0, torch.div(rel, block_size, rounding_mode="floor"), -1)',
+        replacement='return torch.div(pos[None, :].expand_as(rel), block_size, rounding_mode="floor")',
+        tests=(
+            "tests/test_block_diffusion.py::test_the_training_mask_is_the_bd3lm_table",
+            "tests/test_block_diffusion.py::test_multiple_choice_scoring_of_a_block_model_is_its_exact_bound_and_greedy_its_block_argmax",
+        ),
+        why="block diffusion: blocks are cut from position 0, not from the answer's start (an SFT prompt shares a block with the answer)",
+    ),
+    Mutation(
+        name="block-clip-ignored",
+        file="src/diffutron/diffusion/masking.py",
+        original="low, high = check_clip(clip) if clip is not None else (eps, 1.0)",
+        replacement="low, high = (eps, 1.0)",
+        tests=(
+            "tests/test_block_diffusion.py::test_clipped_noise_levels_stay_in_their_range_and_bad_ranges_are_refused",
+        ),
+        why="diffusion.t_clip is accepted but training still draws t over [eps, 1)",
+    ),
+    Mutation(
+        name="block-elbo-ignores-the-mode",
+        file="src/diffutron/diffusion/elbo.py",
+        original="                parts, ids, noisy, masked, am, weights, suppress_id=mask_id, block_size=block_size, maskable=mk\n",
+        replacement="                parts, ids, noisy, masked, am, weights, suppress_id=mask_id, maskable=mk\n",
+        tests=(
+            "tests/test_block_diffusion.py::test_block_elbo_perplexity_estimates_the_exact_bound_summed_over_blocks",
+        ),
+        why="ELBO perplexity scores a block model as an MDLM (another model's bound)",
+    ),
+    Mutation(
+        name="block-mode-not-loaded",
+        file="src/diffutron/models/checkpoint.py",
+        original="attach_block_size(model, settings.diffusion_block)",
+        replacement="attach_block_size(model, None)",
+        tests=("tests/test_block_diffusion.py::test_the_mode_is_saved_with_the_checkpoint_and_read_back",),
+        why="a saved block model loads as an MDLM: it samples and scores in the wrong mode without a flag",
+    ),
+    Mutation(
+        name="block-scorer-ignores-the-mode",
+        file="src/diffutron/evaluation/likelihood.py",
+        original="                block_size=self.block_size,\n",
+        replacement="",
+        tests=(
+            "tests/test_block_diffusion.py::test_multiple_choice_scoring_of_a_block_model_is_its_exact_bound_and_greedy_its_block_argmax",
+        ),
+        why="multiple-choice scoring and lm-eval score a block model by the MDLM estimator",
+    ),
+    Mutation(
+        name="block-sampler-sees-the-whole-canvas",
+        file="src/diffutron/sampling/engine.py",
+        original="encode = functools.partial(self._encode_blocks, blocks)",
+        replacement="encode = None",
+        tests=(
+            "tests/test_block_diffusion.py::test_block_sampling_decodes_block_by_block_and_matches_the_model_conditional",
+        ),
+        why="a block model samples with full bidirectional attention: the prompt and finished blocks see the current block's masks, never so in training",
+    ),
     # --- evaluation ---------------------------------------------------------------------------
     Mutation(
         name="mc-picks-lowest",

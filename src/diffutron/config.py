@@ -68,7 +68,23 @@ class DiffusionConfig:
     stratified_t: bool = True  # systematic t (or k) over each batch: (u + i/B) mod 1, one shared offset u
     t_eps: float = 1e-3
     estimator: str = "time"  # time: Bernoulli(1 - alpha(t)) masks, weight w(t) | count: k ~ U{1..n} masks, weight n/k
+    mode: str = "mdlm"  # mdlm (the published Diffutron) | block: BD3-LM, autoregressive over blocks (docs/block-diffusion.md)
+    block_size: int | None = None  # block mode: tokens per block (L'); L' = the row length is the MDLM, 1 is autoregressive
+    t_clip: list[float] | None = None  # [beta, omega]: train on t ~ U[beta, omega] (BD3-LM's clipped levels); eval never clips
 
+    def __post_init__(self) -> None:
+        # checked here so a typo fails when the config loads, not at the first training step
+        from .diffusion.block import check_mode
+        from .diffusion.masking import check_clip
+
+        try:
+            check_mode(self.mode, self.block_size)
+            if self.t_clip is not None:
+                check_clip(self.t_clip)
+        except ValueError as exc:
+            raise ConfigError(f"diffusion: {exc}") from None
+        if self.mode == "mdlm" and self.block_size is not None:
+            raise ConfigError("diffusion.block_size is set but diffusion.mode is 'mdlm': set mode: block, or drop it")
 
 
 @dataclass

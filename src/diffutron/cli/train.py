@@ -22,12 +22,22 @@ def _quickstart(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--max-steps is for the single-run quickstart; --full splits --minutes over its stages"
             )
+        if args.mode != "mdlm":
+            raise SystemExit(
+                "quickstart --full trains the published MDLM progression: --mode block is for the plain quickstart"
+            )
         return _quickstart_full(args)
     from ..recipes.quickstart import run_quickstart
 
     minutes = args.minutes if args.minutes is not None else 5.0
     s = run_quickstart(
-        args.out, minutes=minutes, seed=args.seed, language=args.language, max_steps=args.max_steps
+        args.out,
+        minutes=minutes,
+        seed=args.seed,
+        language=args.language,
+        max_steps=args.max_steps,
+        mode=args.mode,
+        block_size=args.block_size,
     )
     print()
     print(
@@ -168,6 +178,13 @@ def add_parsers(sub) -> None:
         help="output folder (default runs/quickstart; with --full runs/quickstart-full)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--mode",
+        choices=("mdlm", "block"),
+        default="mdlm",
+        help="mdlm (default, the published Diffutron) or block: block diffusion, BD3-LM (docs/block-diffusion.md)",
+    )
+    p.add_argument("--block-size", type=int, default=16, help="tokens per block with --mode block (default 16)")
     p.add_argument(
         "--full",
         action="store_true",

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models.heads import MaskedLMParts
+from .block import block_size_of
 from .loss import weighted_masked_nll
 from .masking import T_EPS, mask_counts, mask_tokens
 from .schedules import Schedule
@@ -71,9 +72,15 @@ def elbo_perplexity(
     eps: float = T_EPS,
     progress: bool = False,
     estimator: str = "count",
+    block_size: int | None = None,
 ) -> ElboResult:
     """NELBO per token of ``blocks`` [N, L] (token ids). ``maskable`` defaults to the attention mask
-    (padding is neither masked nor scored), or to every position when there is none."""
+    (padding is neither masked nor scored), or to every position when there is none.
+    ``block_size``: a block-diffusion model's bound, the exact NELBO of each block given the clean
+    earlier ones, summed over blocks (``diffusion.block``); always over the full t range. ``None``:
+    the block size recorded on the model when it was loaded (``block_size_of``; an MDLM: none)."""
+    if block_size is None:
+        block_size = block_size_of(parts)
     was_training = parts.training
     parts.eval()
     device = next(parts.parameters()).device
@@ -104,13 +111,17 @@ def elbo_perplexity(
                 t = (eps + (1 - eps) * q).float().to(device)
                 noisy, masked = mask_tokens(ids, mk, t, schedule, mask_id, generator=generator)
                 weights = schedule.weight(t)
-            nll = weighted_masked_nll(parts, ids, noisy, masked, am, weights, suppress_id=mask_id)
+            nll = weighted_masked_nll(
+                parts, ids, noisy, masked, am, weights, suppress_id=mask_id, block_size=block_size, maskable=mk
+            )
             total += nll.sum(dim=1).double().cpu()
         total *= 1.0 / t_samples
         if prior > 0:  # the share alpha(1) still clean at t = 1, predicted from the fully masked row
             noisy = torch.where(mk, torch.full_like(ids, mask_id), ids)
             weights = torch.full((b,), prior, device=device)
-            nll = weighted_masked_nll(parts, ids, noisy, mk, am, weights, suppress_id=mask_id)
+            nll = weighted_masked_nll(
+                parts, ids, noisy, mk, am, weights, suppress_id=mask_id, block_size=block_size, maskable=mk
+            )
             total += nll.sum(dim=1).double().cpu()
         per_seq_nelbo.append(total)
         per_seq_tokens.append(mk.sum(dim=1).double().cpu())

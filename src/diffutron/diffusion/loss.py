@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.heads import MAX_LOGIT_ELEMENTS, MaskedLMParts, head_cross_entropy
+from .block import block_inputs
 from .masking import T_EPS, mask_counts, mask_tokens, sample_times
 from .schedules import Schedule
 
@@ -57,6 +58,14 @@ class LossOutput:
         return int(self.masked.sum())
 
 
+def _bare(parts: torch.nn.Module) -> MaskedLMParts:
+    """The ``MaskedLMParts`` inside an accelerate wrapper (DDP: ``.module``), to read its config;
+    the call itself still goes through the wrapper."""
+    while not isinstance(parts, MaskedLMParts) and isinstance(getattr(parts, "module", None), torch.nn.Module):
+        parts = parts.module
+    return parts
+
+
 def weighted_masked_nll(
     parts: MaskedLMParts,
     input_ids: torch.Tensor,
@@ -68,18 +77,34 @@ def weighted_masked_nll(
     suppress_id: int | None,
     sparse_head: bool = True,
     max_logit_elements: int | None = None,
+    block_size: int | None = None,
+    maskable: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[B, L] tensor of weight_b * CE at masked positions (0 elsewhere). Shared by the loss and
     the likelihood estimators so all of them score exactly the same way. ``parts`` may be wrapped
-    by accelerate (DDP/FSDP): it is only ever called, never looked into."""
+    by accelerate (DDP/FSDP): it is only ever called, never looked into.
+
+    ``block_size``: block diffusion (``diffusion.block``): one pass over [x_t ; x0] with the block
+    mask, blocks cut from the first ``maskable`` position (default: the attention mask, or every
+    position), and the head only at the masked positions of the x_t half."""
+    position_ids = None
+    inputs, select = noisy_ids, masked
+    if block_size is not None:
+        if maskable is None:
+            maskable = attention_mask.bool() if attention_mask is not None else torch.ones_like(masked)
+        inputs, attention_mask, position_ids = block_inputs(
+            _bare(parts), noisy_ids, input_ids, maskable, attention_mask, block_size
+        )
+        select = torch.cat([masked, torch.zeros_like(masked)], dim=1)  # the x0 half is never scored
     ce = parts(
-        noisy_ids,
+        inputs,
         attention_mask,
-        masked,
+        select,
         input_ids[masked],
         suppress_id=suppress_id,
         sparse_head=sparse_head,
         max_logit_elements=max_logit_elements,
+        **({} if position_ids is None else {"position_ids": position_ids}),
     )  # [N]
     out = torch.zeros(masked.shape, dtype=ce.dtype, device=ce.device)
     row_weights = weights.to(device=ce.device, dtype=ce.dtype)[:, None].expand_as(masked)[masked]
@@ -102,7 +127,14 @@ def mdlm_loss(
     sparse_head: bool = True,
     max_logit_elements: int | None = None,
     estimator: str = "time",
+    block_size: int | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> LossOutput:
+    """The loss of one batch (module doc). ``block_size``: block diffusion, the same NELBO summed over
+    blocks, each given the clean earlier ones (``diffusion.block``); masks, weights and normalisation
+    are those of the MDLM, so ``block_size`` >= L gives the MDLM loss on the same masks. ``clip``
+    (beta, omega): train on t ~ U[beta, omega] (``count``: a masked share in [beta, omega]) instead of
+    [eps, 1), the clipped levels of BD3-LM; not a bound any more, so evaluation never clips."""
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     if estimator not in ESTIMATORS:
@@ -110,12 +142,12 @@ def mdlm_loss(
     batch = input_ids.shape[0]
     if estimator == "count" and t is None:
         noisy, masked, weights = mask_counts(
-            input_ids, maskable, mask_id, stratified=stratified, generator=generator
+            input_ids, maskable, mask_id, stratified=stratified, generator=generator, clip=clip
         )
     else:
         if t is None:
             t = sample_times(
-                batch, eps=eps, stratified=stratified, generator=generator, device=input_ids.device
+                batch, eps=eps, stratified=stratified, generator=generator, device=input_ids.device, clip=clip
             )
         t = t.to(input_ids.device)  # a t given on the CPU for GPU inputs: weights index GPU masks below
         noisy, masked = mask_tokens(input_ids, maskable, t, schedule, mask_id, generator=generator)
@@ -130,6 +162,8 @@ def mdlm_loss(
         suppress_id=mask_id,
         sparse_head=sparse_head,
         max_logit_elements=max_logit_elements,
+        block_size=block_size,
+        maskable=maskable,
     )  # [B, L]
     per_row = nll.sum(dim=1)
     maskable_per_row = maskable.sum(dim=1)

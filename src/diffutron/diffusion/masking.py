@@ -44,17 +44,31 @@ def sample_times(
     stratified: bool = True,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    clip: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Noise levels in [eps, 1). ``stratified``: systematic sampling, t_i = (u + i/B) mod 1 with one
     shared offset u ~ U[0, 1), so every batch covers [0, 1) evenly, which lowers the variance of the
-    loss at no cost (MDLM's "low-discrepancy sampler"; not antithetic pairs t, 1 - t). Else i.i.d."""
+    loss at no cost (MDLM's "low-discrepancy sampler"; not antithetic pairs t, 1 - t). Else i.i.d.
+    ``clip`` (beta, omega): levels in [beta, omega) instead (BD3-LM's clipped training levels)."""
     at = draw_device(generator, device)
     if stratified:
         u = torch.rand(1, generator=generator, dtype=torch.float64, device=at)
         t = (u + torch.arange(batch_size, dtype=torch.float64, device=at) / batch_size) % 1.0
     else:
         t = torch.rand(batch_size, generator=generator, dtype=torch.float64, device=at)
-    return (eps + (1.0 - eps) * t).float().to(device)
+    low, high = check_clip(clip) if clip is not None else (eps, 1.0)
+    return (low + (high - low) * t).float().to(device)
+
+
+def check_clip(clip: tuple[float, float] | list[float]) -> tuple[float, float]:
+    """(beta, omega) with 0 < beta < omega <= 1, or a ``ValueError`` naming them."""
+    try:
+        low, high = (float(v) for v in clip)
+    except (TypeError, ValueError):
+        raise ValueError(f"clipped noise levels are two numbers [beta, omega], got {clip!r}") from None
+    if not 0.0 < low < high <= 1.0:
+        raise ValueError(f"clipped noise levels need 0 < beta < omega <= 1, got [{low}, {high}]")
+    return low, high
 
 
 def mask_tokens(
@@ -80,9 +94,11 @@ def sample_counts(
     *,
     stratified: bool = True,
     generator: torch.Generator | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Masked-token counts k in 1..n per row (n = the row's maskable tokens; 0 where n = 0), uniform.
-    ``stratified``: systematic over the batch like ``sample_times``: k_i = 1 + floor(((u + i/B) mod 1) n_i)."""
+    ``stratified``: systematic over the batch like ``sample_times``: k_i = 1 + floor(((u + i/B) mod 1) n_i).
+    ``clip`` (beta, omega): the share q before the floor is drawn in [beta, omega) instead of [0, 1)."""
     at = draw_device(generator, maskable.device)
     n = maskable.sum(dim=1).to(at, torch.float64)
     batch = n.shape[0]
@@ -91,6 +107,9 @@ def sample_counts(
         q = (u + torch.arange(batch, dtype=torch.float64, device=at) / batch) % 1.0
     else:
         q = torch.rand(batch, generator=generator, dtype=torch.float64, device=at)
+    if clip is not None:
+        low, high = check_clip(clip)
+        q = low + (high - low) * q
     return torch.minimum(1.0 + torch.floor(q * n), n).long()
 
 
@@ -102,12 +121,13 @@ def mask_counts(
     k: torch.Tensor | None = None,
     stratified: bool = True,
     generator: torch.Generator | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (noisy ids, bool mask of the masked positions, per-row ELBO weights n / k): exactly
     ``k`` (default: ``sample_counts``) random maskable positions of each row are masked."""
     at = draw_device(generator, input_ids.device)
     if k is None:
-        k = sample_counts(maskable, stratified=stratified, generator=generator)
+        k = sample_counts(maskable, stratified=stratified, generator=generator, clip=clip)
     k = k.to(at)
     n = maskable.sum(dim=1).to(at)
     scores = torch.rand(input_ids.shape, generator=generator, device=at).masked_fill_(~maskable.to(at), 2.0)

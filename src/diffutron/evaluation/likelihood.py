@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..diffusion.block import block_inputs, block_size_of
 from ..diffusion.loss import weighted_masked_nll
 from ..models.heads import MaskedLMParts, context_limit
 
@@ -204,6 +205,10 @@ class ContinuationScorer:
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad_id or 0)  # padding is never attended to; any id works
         self.forward_passes = 0  # running total over all calls
+        # block diffusion (the mode saved with the checkpoint): the answer is cut into the model's
+        # blocks from its start, the context is the clean condition; the same estimator then gives
+        # the block model's own bound, the sum over blocks (exact when enumerated)
+        self.block_size = block_size_of(model)
 
     @property
     def device(self) -> torch.device:
@@ -277,6 +282,7 @@ class ContinuationScorer:
         for start in range(0, len(order), self.config.batch_size):
             chunk = order[start : start + self.config.batch_size]
             ids, masked, attention, coefs = self._batch([rows[i] for i in chunk], pairs, seqs)
+            answers = self._answers([rows[i] for i in chunk], pairs, ids.shape[1])
             noisy = torch.where(masked, torch.full_like(ids, self.mask_id), ids)
             nll = weighted_masked_nll(
                 self.parts,
@@ -287,6 +293,8 @@ class ContinuationScorer:
                 coefs,
                 suppress_id=self.mask_id,
                 sparse_head=self.config.sparse_head,
+                block_size=self.block_size,
+                maskable=answers,
             )  # [B, T]: coef * CE at masked positions
             passes += 1
             for i, value in zip(chunk, nll.sum(dim=1).double().cpu().tolist(), strict=True):
@@ -310,6 +318,14 @@ class ContinuationScorer:
         device = self.device
         return ids.to(device), masked.to(device), attention.to(device), coefs.to(device)
 
+    def _answers(self, rows: Sequence[Row], pairs: Sequence[EncodedPair], width: int) -> torch.Tensor:
+        """[B, T] the answer positions of each row (block mode cuts its blocks from the first)."""
+        out = torch.zeros((len(rows), width), dtype=torch.bool)
+        for b, row in enumerate(rows):
+            pair = pairs[row.request]
+            out[b, pair.answer_start : pair.answer_start + len(pair.answer)] = True
+        return out.to(self.device)
+
     @torch.no_grad()
     def greedy(self, requests: Sequence[tuple[str, str]]) -> list[bool]:
         """Whether each answer is the argmax at every answer position when the whole answer is masked
@@ -325,7 +341,13 @@ class ContinuationScorer:
             seqs = {i: torch.tensor(pairs[i].ids, dtype=torch.long) for i in chunk}
             ids, masked, attention, _ = self._batch(rows, pairs, seqs)
             noisy = torch.where(masked, torch.full_like(ids, self.mask_id), ids)
-            hidden = self.parts.encode(noisy, attention)
+            if self.block_size is None:
+                hidden = self.parts.encode(noisy, attention)
+            else:  # each block all masked, given the clean earlier ones: the x_t half of the pass
+                inputs, mask, positions = block_inputs(
+                    self.parts, noisy, ids, masked, attention, self.block_size
+                )
+                hidden = self.parts.encode(inputs, mask, positions)[:, : ids.shape[1]]
             logits = self.parts.head(hidden[masked]).float()
             logits[:, self.mask_id] = float("-inf")
             hit = (logits.argmax(-1) == ids[masked]).cpu()

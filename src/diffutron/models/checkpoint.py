@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 
+from ..diffusion.block import attach_block_size, check_mode
 from ..diffusion.schedules import Schedule, get_schedule
 from ..io import atomic_dir, atomic_write_json
 
@@ -41,10 +42,17 @@ class DiffusionSettings:
     normalization: str = "token"
     t_eps: float = 1e-3
     context_length: int | None = None  # tokens per training row (block / SFT length): perplexity windows
+    mode: str = "mdlm"  # mdlm | block: how the model was trained, so it samples and scores the same way
+    block_size: int | None = None  # block mode: tokens per diffusion block
     format_version: int = FORMAT_VERSION
 
     def make_schedule(self) -> Schedule:
         return get_schedule(dict(self.schedule))
+
+    @property
+    def diffusion_block(self) -> int | None:
+        """The block size the loss, likelihood and sampler run with: ``None`` for an MDLM."""
+        return int(self.block_size) if self.mode == "block" else None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiffusionSettings:
@@ -175,6 +183,7 @@ def load_checkpoint(
         try:
             settings = DiffusionSettings.from_dict(json.loads(settings_path.read_text(encoding="utf-8")))
             settings.make_schedule()
+            check_mode(settings.mode, settings.block_size)
         except Exception as exc:  # noqa: BLE001 - broken JSON, wrong types, unknown schedule
             raise ValueError(f"{settings_path}: unreadable diffusion settings ({_first_line(exc)})") from exc
     else:
@@ -186,6 +195,7 @@ def load_checkpoint(
             f"{src}: diffusion settings say mask id {settings.mask_token_id}, tokenizer says "
             f"{tokenizer.mask_token_id}: the tokenizer does not belong to this checkpoint"
         )
+    attach_block_size(model, settings.diffusion_block)
     model.eval()
     if device is not None:
         model.to(device)

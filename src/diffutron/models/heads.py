@@ -165,10 +165,19 @@ class MaskedLMParts(nn.Module):
         ``torch.compile`` (``backend="eager"``: traced by dynamo, no code generated, for CPU tests)."""
         (self._encoder if self.sparse_head else self.model).compile(**options)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Any = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states [B, L, H]. ``attention_mask``: [B, L] padding, or what block diffusion
+        builds (a 4D mask, ModernBERT's per-layer-type dict: ``diffusion.block``) with its
+        ``position_ids``; those are passed only when given, so a backbone without them still runs."""
+        extra = {} if position_ids is None else {"position_ids": position_ids}
         if self.sparse_head:
-            return self._encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            return self._encoder(input_ids=input_ids, attention_mask=attention_mask, **extra)[0]
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self._head(hidden) if self.sparse_head else hidden
@@ -176,17 +185,19 @@ class MaskedLMParts(nn.Module):
     def forward(
         self,
         noisy_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
+        attention_mask: Any,
         masked: torch.Tensor,
         targets: torch.Tensor,
         *,
         suppress_id: int | None = None,
         sparse_head: bool = True,
         max_logit_elements: int | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Cross-entropy [N] of ``targets`` at the ``masked`` positions [B, L] of the noisy batch.
-        ``max_logit_elements``: logits per chunk of the head (default ``MAX_LOGIT_ELEMENTS``)."""
-        hidden = self.encode(noisy_ids, attention_mask)  # [B, L, H] (or [B, L, V] for the fallback)
+        ``max_logit_elements``: logits per chunk of the head (default ``MAX_LOGIT_ELEMENTS``).
+        ``position_ids``: with a block-diffusion mask (``encode``)."""
+        hidden = self.encode(noisy_ids, attention_mask, position_ids)  # [B, L, H] (or [B, L, V] for the fallback)
         if sparse_head and self.sparse_head:
             head, suppress = self.head, suppress_id
             if suppress_id is not None and self._decoder is not None:

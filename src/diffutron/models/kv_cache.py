@@ -178,15 +178,22 @@ class EncoderKVCache:
         idx: torch.Tensor,
         rows: torch.Tensor | None,
         store: torch.Tensor | None,
+        allowed: torch.Tensor | None = None,
+        write_back: bool = False,
     ) -> torch.Tensor:
         """The encoder at positions ``idx`` [b, n] of ``ids`` [b, w]. ``rows``: the keys/values of the
         other positions come from these cache rows; ``store``: ``idx`` is every position, and the
-        keys/values are written to these cache rows (a refresh). Neither: the plain forward."""
+        keys/values are written to these cache rows (a refresh). Neither: the plain forward.
+        ``allowed`` [b, n, w]: which keys each query may see besides padding and the window (block
+        diffusion's block-causal rule); ``write_back``: the fresh keys/values of ``idx`` are written
+        to the ``rows`` (the exact block cache)."""
         enc = self.encoder
         b, w = ids.shape
         x = enc.embeddings(input_ids=ids.gather(1, idx))  # [b, n, H]
         # [b, 1, n, w] which keys each query sees: real positions, and the window in sliding layers
         real = attention.bool()[:, None, None, :]
+        if allowed is not None:
+            real = real & allowed[:, None]
         near = (idx[:, :, None] - torch.arange(w, device=ids.device)[None, None, :]).abs() <= self.window
         masks = {"full_attention": real, "sliding_attention": real & near[:, None]}
         rope = {t: enc.rotary_emb(x, idx, t) for t in set(self.layer_types)}
@@ -205,6 +212,9 @@ class EncoderKVCache:
             if rows is not None:
                 k = self.keys[i][:, :, :w].index_select(0, rows).scatter_(2, gather, k)
                 v = self.values[i][:, :, :w].index_select(0, rows).scatter_(2, gather, v)
+                if write_back:
+                    self.keys[i][:, :, :w].index_copy_(0, rows, k)
+                    self.values[i][:, :, :w].index_copy_(0, rows, v)
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=masks[layer.attention_type], scale=self.head_dim**-0.5
             )
@@ -220,3 +230,70 @@ def _apply_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     half = f.shape[-1] // 2
     rotated = torch.cat((-f[..., half:], f[..., :half]), dim=-1)
     return (f * cos + rotated * sin).to(t.dtype)
+
+
+class BlockKVCache(EncoderKVCache):
+    """The **exact** cache of a block-diffusion model (``diffusion.block``): keys and values of the
+    prompt and the finished blocks, computed once with the block-causal rule (key block <= query
+    block), so they are what the model's x0 copy computes in training and never go stale.
+
+        cache = BlockKVCache(parts)                 # rows join with cache.add(n), leave with keep
+        hidden = cache.encode(rows, ids, attention, blocks=blocks, current=cur)
+
+    Each call runs only the positions from where the row's cache ends (``upto``: the start of the
+    block it decoded at its last call) to the end of its current block: the current block's L'
+    tokens, plus, once after a block is finished, that block, run in the x0 pattern in the same pass
+    (the merged pass of BD3-LM) and then kept. Later positions are never seen (their block is later).
+    The fresh keys and values are written to the cache each call; those of the current block are
+    recomputed at the next call, so only finished ones are ever read."""
+
+    def __init__(self, parts: MaskedLMParts):
+        super().__init__(parts)
+        self.upto = torch.empty(0, dtype=torch.long)  # [rows] positions whose keys/values are final
+
+    def add(self, n: int) -> None:
+        super().add(n)
+        self.upto = torch.cat([self.upto, torch.zeros(n, dtype=torch.long, device=self.upto.device)])
+
+    def keep(self, index: torch.Tensor) -> None:
+        super().keep(index)
+        self.upto = self.upto[index.to(self.upto.device)]
+
+    def encode(  # type: ignore[override]
+        self,
+        rows: torch.Tensor,
+        ids: torch.Tensor,
+        attention: torch.Tensor,
+        *,
+        blocks: torch.Tensor,
+        current: torch.Tensor,
+    ) -> torch.Tensor:
+        """Hidden states [b, w, H] of the canvas ``ids`` [b, w] of cache rows ``rows`` whose positions
+        are in ``blocks`` [b, w] (-1: the prompt), decoding block ``current`` [b]; exact at the
+        positions of the current block (others: zeros)."""
+        self.block = self.block.to(ids.device)
+        self.upto = self.upto.to(ids.device)
+        b, w = ids.shape
+        pos = torch.arange(w, device=ids.device)
+        mine = (blocks == current[:, None]) & attention.bool()
+        start = torch.where(mine, pos, w).min(1).values  # first position of the current block
+        end = torch.where(mine, pos, -1).max(1).values + 1
+        since = self.upto[rows].clamp(max=start)  # computed afresh from here (the cache ends there)
+        fresh = (pos[None, :] >= since[:, None]) & (pos[None, :] < end[:, None])
+        count = fresh.sum(1)
+        n = int(count.max())
+        rank = torch.where(fresh, fresh.long().cumsum(1) - 1, n)
+        idx = torch.zeros(b, n + 1, dtype=torch.long, device=ids.device)
+        idx.scatter_(1, rank, pos.expand_as(rank))
+        idx = idx[:, :n]
+        last = idx.gather(1, (count - 1).clamp(min=0)[:, None])  # a duplicate computes the same values
+        idx = torch.where(torch.arange(n, device=ids.device)[None, :] < count[:, None], idx, last)
+        allowed = blocks[:, None, :] <= blocks.gather(1, idx)[:, :, None]  # [b, n, w] block-causal
+        if not self.keys or self.keys[0].shape[2] < w:
+            probe = self.encoder.embeddings(input_ids=ids[:1, :1])
+            self._storage(len(self.block), w, self.encoder.layers[0].attn.Wqkv(probe))
+        out = self._run(ids, attention, idx, rows=rows, store=None, allowed=allowed, write_back=True)
+        self.upto[rows] = start
+        self.partial += b
+        hidden = out.new_zeros(b, w, out.shape[-1])
+        return hidden.scatter(1, idx[..., None].expand(-1, -1, out.shape[-1]), out)

@@ -30,6 +30,7 @@ import torch
 
 from ..config import (
     DataConfig,
+    DiffusionConfig,
     ModelConfig,
     RecipeConfig,
     RunConfig,
@@ -60,10 +61,19 @@ TINY_OVERRIDES = {"local_attention": 8}
 WARMUP_RATIO = 0.25
 
 
-def quickstart_config(minutes: float, seed: int = 0, language: str = DEFAULT_LANGUAGE) -> RunConfig:
+def quickstart_config(
+    minutes: float,
+    seed: int = 0,
+    language: str = DEFAULT_LANGUAGE,
+    mode: str = "mdlm",
+    block_size: int = 16,
+) -> RunConfig:
+    """The quickstart's run, sized to ``minutes`` of training. ``mode="block"``: block diffusion with
+    blocks of ``block_size`` tokens (docs/block-diffusion.md)."""
     return RunConfig(
         language=language,
         model=ModelConfig(preset="tiny", overrides=dict(TINY_OVERRIDES)),
+        diffusion=DiffusionConfig(mode=mode, block_size=block_size if mode == "block" else None),
         tokenizer=TokenizerConfig(vocab_size=8000),
         data=DataConfig(sources=["embedded"], block_size=128, val_fraction=0.02),
         training=TrainingConfig(
@@ -137,6 +147,8 @@ def run_quickstart(
     progress: bool = True,
     language: str = DEFAULT_LANGUAGE,
     max_steps: int | None = None,
+    mode: str = "mdlm",
+    block_size: int = 16,
 ) -> dict:
     """Train, sample and (for a pack with a held-out corpus) score unseen documents; ``max_steps``
     stops the run after that many steps even if time is left (comparisons on a loaded machine)."""
@@ -145,7 +157,7 @@ def run_quickstart(
     t0 = time.perf_counter()
     # Running it again continues (or just re-reports) the run in out_dir instead of refusing it.
     resume = latest_checkpoint(out_dir / "checkpoints") is not None
-    cfg = quickstart_config(minutes, seed, language)
+    cfg = quickstart_config(minutes, seed, language, mode, block_size)
     result = train(cfg, out_dir, resume=resume, max_steps=max_steps, progress=progress)
     loaded = load_checkpoint(result.model_dir)
     prompts = list(pack.prompts)

@@ -46,6 +46,7 @@ generator and at the sizes the row uses alone, so a row's draws never depend on 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import warnings
@@ -54,9 +55,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..diffusion.block import block_size_of, causal_inputs, check_backbone
 from ..diffusion.schedules import LinearSchedule, Schedule
 from ..models.heads import MaskedLMParts, context_limit
-from ..models.kv_cache import MODE_IDS, EncoderKVCache
+from ..models.kv_cache import MODE_IDS, BlockKVCache, EncoderKVCache
 from .commit import (
     SCORERS,
     above_threshold,
@@ -480,6 +482,11 @@ class DecodeState:
         self.keys: list[tuple] = []
         self._forbidden: dict[tuple, torch.Tensor] = {}
         self.kv: EncoderKVCache | None = None  # built when the first row with a cache joins
+        # block diffusion (the mode saved with the checkpoint): blocks of the model's size, decoded in
+        # order, each step re-encoding the prompt and finished blocks with the block-causal mask
+        self.diffusion_block = block_size_of(model)
+        if self.diffusion_block is not None:
+            check_backbone(self.parts)
         for name in self._ROWS:
             setattr(self, name, None)
 
@@ -492,6 +499,8 @@ class DecodeState:
         """The rows of ``start`` join (as the last rows), each with its settings and random generator."""
         n = start.ids.shape[0]
         ids, attention, editable = start.ids, start.attention, start.editable
+        if self.diffusion_block is not None:
+            configs = self._block_mode(configs, start.answer)
         block = torch.cat([_block_ids(editable[b : b + 1], c.block_size) for b, c in enumerate(configs)])
         n_blocks = torch.where(editable.any(1), block.max(1).values + 1, 1)
         width_nb = int(n_blocks.max())
@@ -547,7 +556,8 @@ class DecodeState:
             "cache_mode": torch.tensor([MODE_IDS[c.cache] for c in configs], dtype=torch.long),
         }
         if self.kv is None and any(c.cache != "none" for c in configs):
-            self.kv = EncoderKVCache(self.parts)  # raises for a backbone it cannot run
+            # raises for a backbone it cannot run; a block model's cache is exact (``BlockKVCache``)
+            self.kv = (EncoderKVCache if self.diffusion_block is None else BlockKVCache)(self.parts)
             self.kv.add(len(self))  # the rows already here, uncached
         if self.kv is not None:
             self.kv.add(n)
@@ -577,6 +587,16 @@ class DecodeState:
             setattr(self, name, getattr(self, name)[:, :width])
         for name in ("configs", "generators", "stops", "keys"):
             setattr(self, name, [getattr(self, name)[i] for i in rows])
+
+    def _block_mode(self, configs: list[GenerationConfig], answer: bool) -> list[GenerationConfig]:
+        """A block model decodes its own blocks (the generation ``block_size`` is replaced by the
+        model's), left to right; ``cache`` prefix or dual means its exact cache (``BlockKVCache``).
+        Infilling would show it text after a block, never seen in training: refused."""
+        if not answer:
+            raise ValueError("a block-diffusion model writes left to right: infilling needs an MDLM")
+        size = self.diffusion_block
+        # not a warning: every preset names a block size (32), so each call of a block model would warn
+        return [dataclasses.replace(c, block_size=size) for c in configs]
 
     @property
     def done(self) -> torch.Tensor:
@@ -664,6 +684,10 @@ class DecodeState:
         mask_id = self.mask_id
         # 3. one forward pass over the rows that commit something, cut to their longest row
         w = int(self.attention[sub].sum(1).max())
+        if self.diffusion_block is not None:  # nothing sees a later block: cut after the current ones
+            pos = torch.arange(self.canvas.shape[1], device=self.device)
+            in_cur = self.editable[sub] & (self.block[sub] == self.cur[sub, None])
+            w = min(w, int(torch.where(in_cur, pos, -1).max()) + 1)
         ids, att, cand = self.canvas[sub, :w], self.attention[sub, :w], candidates[sub, :w]
         r, c = cand.nonzero(as_tuple=True)
         guided = self.guided[sub]
@@ -686,6 +710,16 @@ class DecodeState:
                 block=self.cur[sub],
                 mode=self.cache_mode[sub],
             )
+        if self.diffusion_block is not None:
+            blocks = self.block[sub, :w]
+            if self.kv is not None and bool(self.cache_mode[sub].all()):  # exact: prompt and finished blocks
+                encode = functools.partial(self.kv.encode, sub, blocks=blocks, current=self.cur[sub])
+            else:  # re-encode the prompt and finished blocks (rows without a cache, or mixed with them)
+                if uncond_at is not None:
+                    blocks = torch.cat([blocks, blocks[guided]])
+                encode = functools.partial(self._encode_blocks, blocks)
+                if self.kv is not None:
+                    self.kv.upto[sub] = 0  # their caches missed this pass: rebuilt at their next one
         head, uncond_head = forward_candidates(self.parts, ids, att, (r, c), uncond_at, encode)
         self.forward_passes += 1
         vocab = head.shape[-1]
@@ -750,6 +784,13 @@ class DecodeState:
         self.canvas = torch.where(commit, proposed, self.canvas)
         self.commit_step = torch.where(commit, self.steps[:, None], self.commit_step)
         return commit
+
+    def _encode_blocks(
+        self, blocks: torch.Tensor, ids: torch.Tensor, attention: torch.Tensor
+    ) -> torch.Tensor:
+        """Block mode's network call: the canvas with key block <= query block (``diffusion.block``)."""
+        mask, positions = causal_inputs(self.parts, blocks, attention)
+        return self.parts.encode(ids, mask, positions)
 
     def _stop_strings(self, active: torch.Tensor) -> torch.Tensor:
         """[B] rows whose *filled prefix* (answer up to the first mask) contains one of their stop strings.

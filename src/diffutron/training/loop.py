@@ -343,6 +343,8 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
         normalization=cfg.diffusion.normalization,
         t_eps=cfg.diffusion.t_eps,
         context_length=int(data.length),
+        mode=cfg.diffusion.mode,
+        block_size=cfg.diffusion.block_size,
     )
 
     # batches; `epochs` fixes the step total from the epoch size
@@ -471,6 +473,8 @@ def _step(run: _Run) -> tuple[torch.Tensor, int]:
                 eps=run.cfg.diffusion.t_eps,
                 estimator=run.cfg.diffusion.estimator,
                 max_logit_elements=tc.max_logit_elements,
+                block_size=run.settings.diffusion_block,
+                clip=run.cfg.diffusion.t_clip,
             )
             accelerator.backward(out.loss)  # divided by grad_accum there (by the engine under DeepSpeed)
         loss_sum += out.loss.detach() / tc.grad_accum
@@ -494,6 +498,7 @@ def _evaluate(run: _Run, step: int) -> dict:
         t_samples=tc.eval_t_samples,
         batch_size=tc.batch_size,
         seed=tc.seed + 12345,
+        block_size=run.settings.diffusion_block,
     )
     row = {
         "kind": "eval",
