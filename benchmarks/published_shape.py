@@ -1,6 +1,7 @@
 """The published shape on a CPU: mmBERT-base with a 256k vocabulary, LoRA r=256 alpha=256, batch 2 x 512.
 
     python benchmarks/published_shape.py [--steps 2] [--variants sparse+ckpt,sparse,full] [--skip-after]
+    python benchmarks/published_shape.py --variants sparse,sparse:bf16 --skip-after   # fp32 vs bf16 autocast
 
 A synthetic word-level tokenizer of 256,000 tokens stands in for Gemma's (which cannot be downloaded
 here): the real Turkish words of a few sentences plus filler entries, so the embedding and the output
@@ -96,7 +97,10 @@ def _rss_kb(field: str) -> int:
 
 
 def run_variant(variant: str, steps: int, batch: int, length: int) -> dict:
-    """One variant in this process: build, LoRA, a few training steps; memory and time."""
+    """One variant in this process: build, LoRA, a few training steps; memory and time. A ``:bf16``
+    suffix runs the steps under CPU bf16 autocast (what ``training.precision: bf16`` does)."""
+    import contextlib
+
     import torch
 
     from diffutron.config import LoraConfig
@@ -105,6 +109,8 @@ def run_variant(variant: str, steps: int, batch: int, length: int) -> dict:
     from diffutron.models.lora import apply_lora, trainable_share
     from diffutron.training.loop import enable_activation_checkpointing
 
+    variant, _, precision = variant.partition(":")
+    bf16 = precision == "bf16"
     torch.manual_seed(0)
     tok = synthetic_tokenizer()
     model = random_model(tok)
@@ -124,21 +130,24 @@ def run_variant(variant: str, steps: int, batch: int, length: int) -> dict:
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        out = mdlm_loss(parts, ids, maskable, schedule=schedule, mask_id=tok.mask_token_id, generator=g,
-                        sparse_head=variant != "full")
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with autocast:
+            out = mdlm_loss(parts, ids, maskable, schedule=schedule, mask_id=tok.mask_token_id, generator=g,
+                            sparse_head=variant != "full")
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
     peak_kb = _rss_kb("VmHWM")
     return {
-        "variant": variant,
+        "variant": variant + (":bf16" if bf16 else ""),
         "parameters": n_total,
         "trainable": n_train,
         "trainable_share_pct": round(100 * share, 2),
         "loaded_rss_gb": loaded_kb / 2**20,
         "extra_peak_gb": (peak_kb - loaded_kb) / 2**20,
         "step_seconds": times[-1],
+        "step_seconds_all": times,
         "loss": float(out.loss.detach()),
     }
 

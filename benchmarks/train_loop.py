@@ -1,6 +1,7 @@
 """The whole ``diffutron train`` loop vs a straightforward Hugging Face ``Trainer``, in one process.
 
     python benchmarks/train_loop.py [--preset tiny] [--vocab 16000] [--steps 30] [--rounds 2] [--threads 2]
+    python benchmarks/train_loop.py --precision bf16      # both sides under CPU bf16 autocast (Trainer: bf16=True)
 
 Baseline (an honest plain implementation): ``ModernBertForMaskedLM`` with its full output head, a
 ``transformers.Trainer`` whose ``compute_loss`` masks each row at a uniform t (the linear schedule),
@@ -60,6 +61,7 @@ def run_config(args, steps: int, compile_mode: bool | str) -> RunConfig:
             log_every=10,
             seed=0,
             compile=compile_mode,
+            precision=args.precision,
         ),
     )
 
@@ -127,6 +129,7 @@ def run_baseline(args, cfg: RunConfig, tokenizer, data, out: Path, steps: int) -
         dataloader_num_workers=0,
         remove_unused_columns=False,
         seed=0,
+        bf16=args.precision == "bf16",
     )
     timer = StepTimer()
     trainer = MdlmTrainer(
@@ -161,6 +164,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternate the two loops this many times")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", default="auto", help="training.compile for our loop: auto | true | false")
+    ap.add_argument("--precision", default="no", choices=("no", "bf16"), help="both sides: fp32 (no) or bf16 autocast")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     args = ap.parse_args()
     args.compile = {"true": True, "false": False}.get(args.compile.lower(), args.compile)
@@ -196,7 +200,7 @@ def main() -> None:
     print(
         f"\npreset={args.preset} params={params / 1e6:.1f}M vocab={model_cfg.vocab_size} "
         f"batch={args.batch}x{args.length} steps={args.steps} rounds={args.rounds} threads={torch.get_num_threads()} "
-        f"compile={args.compile}"
+        f"compile={args.compile} precision={args.precision}"
     )
     print(f"fp32 matmul peak (measured): {peak / 1e9:.1f} GFLOP/s")
     mean = {k: sum(v) / len(v) for k, v in speeds.items()}

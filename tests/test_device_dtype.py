@@ -14,6 +14,7 @@ from conftest import MICRO, TURKISH_SENTENCES
 from torch.profiler import profile
 
 from diffutron.diffusion import get_schedule, mdlm_loss
+from diffutron.hardware import ENV_OVERRIDE
 from diffutron.models import MaskedLMParts
 from diffutron.models.checkpoint import resolve_device_dtype
 from diffutron.sampling import generate, preset
@@ -103,7 +104,8 @@ def test_the_cache_keeps_keys_in_their_dtype(memorised, tokenizer):
 # -- --device and --dtype ---------------------------------------------------------------------------
 
 
-def test_auto_resolves_to_cuda_bf16_or_cpu_fp32():
+def test_auto_resolves_to_cuda_bf16_or_cpu_fp32(monkeypatch):
+    monkeypatch.setenv(ENV_OVERRIDE, "none")  # a CPU without bf16 units (tests/test_precision.py: with)
     device, dtype = resolve_device_dtype("auto", "auto")
     expected = ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
     assert (device.type, dtype) == expected
@@ -158,11 +160,12 @@ def test_generate_loads_the_weights_in_the_dtype_asked(monkeypatch, capsys, chec
     import diffutron.sampling as sampling
     from diffutron.cli import main
 
+    monkeypatch.setenv(ENV_OVERRIDE, "none")  # auto on a CPU without bf16 units: fp32
     seen: list = []
     _spy(monkeypatch, sampling, "generate", seen, then_raise=False)
     argv = ["generate", checkpoint, "--prompt", "Ankara", "--max-new-tokens", "4", "--steps", "4", "--json"]
     assert main([*argv, "--dtype", dtype, "--device", "cpu"]) == 0
-    assert seen == [("cpu", expected or torch.float32)]  # auto on a CPU: fp32
+    assert seen == [("cpu", expected or torch.float32)]
     assert '"text"' in capsys.readouterr().out
 
 
@@ -194,6 +197,61 @@ def test_a_bad_dtype_on_the_command_line_names_the_flag(capsys, checkpoint):
 
     assert main(["generate", checkpoint, "--prompt", "x", "--dtype", "half"]) == 2
     assert "--dtype 'half': choose auto, fp32, bf16, fp16" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def memorised_checkpoint(memorised, tokenizer, tmp_path_factory):
+    from diffutron.models.checkpoint import DiffusionSettings, save_checkpoint
+
+    model, texts = memorised
+    out = tmp_path_factory.mktemp("memorised") / "model"
+    save_checkpoint(out, model, tokenizer, DiffusionSettings(mask_token_id=tokenizer.mask_token_id))
+    return str(out), [" ".join(t.split()[:3]) for t in texts]
+
+
+# -- --dtype auto on a CPU with bf16 units (issue 22) --------------------------------------------- ------------------------------------------------
+
+
+def test_generate_with_dtype_auto_on_a_bf16_cpu_writes_the_fp32_greedy_tokens(
+    monkeypatch, capsys, memorised_checkpoint
+):
+    """The memorised micro model (tests/test_device_dtype.py) through the command, with the dual cache:
+    ``auto`` loads bf16 weights where the units are (forced here), and the greedy continuation agrees
+    with fp32 on >= 90 % of the tokens (measured: all of them)."""
+    import json
+
+    from diffutron.cli import main
+
+    path, prompts = memorised_checkpoint
+    argv = [
+        "generate",
+        path,
+        "--max-new-tokens",
+        "16",
+        "--steps",
+        "16",
+        "--block-size",
+        "8",
+        "--cache",
+        "dual",
+        "--temperature",
+        "0",
+        "--json",
+        "--device",
+        "cpu",
+    ]
+    for p in prompts:
+        argv += ["--prompt", p]
+    runs = {}
+    for forced in ("none", "avx512_bf16"):
+        monkeypatch.setenv(ENV_OVERRIDE, forced)
+        assert main([*argv, "--dtype", "auto"]) == 0
+        runs[forced] = capsys.readouterr().out
+    fp32, bf16 = ([json.loads(line) for line in runs[k].splitlines() if line.startswith("{")] for k in runs)
+    words = [(a["text"].split(), b["text"].split()) for a, b in zip(fp32, bf16, strict=True)]
+    total = sum(len(a) for a, _ in words)
+    same = sum(x == y for a, b in words for x, y in zip(a, b, strict=False))
+    assert total >= 8 and same / total >= 0.9, (same, total)
 
 
 # -- the loss's random draws ------------------------------------------------------------------------

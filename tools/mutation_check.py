@@ -771,6 +771,47 @@ MUTATIONS: list[Mutation] = [
         ),
         why='XCOPA-et prompts with Turkish "çünkü" / "bu yüzden"',
     ),
+    # --- precision auto (issue 22) ---------------------------------------------------------------
+    Mutation(
+        name="bf16-ignores-onednn-cap",
+        file="src/diffutron/hardware.py",
+        original="        if level < _ONEDNN_ISAS.index(\"AVX512_CORE_BF16\"):",
+        replacement="        if False:",
+        tests=("tests/test_precision.py::test_a_onednn_isa_cap_hides_units_the_cpu_has[AVX2-]",),
+        why="bf16 chosen where oneDNN may not use the units (ONEDNN_MAX_CPU_ISA=AVX2): ~20x slower than fp32",
+    ),
+    Mutation(
+        name="bf16-override-ignored",
+        file="src/diffutron/hardware.py",
+        original="    if forced:\n",
+        replacement="    if False:\n",
+        tests=("tests/test_precision.py::test_the_environment_override_wins_over_detection[none-]",),
+        why="DIFFUTRON_CPU_BF16 does not force the choice: tests and users cannot pick the other branch",
+    ),
+    Mutation(
+        name="dtype-auto-fp32-on-bf16-cpu",
+        file="src/diffutron/models/checkpoint.py",
+        original="chosen = torch.bfloat16 if units else torch.float32",
+        replacement="chosen = torch.float32",
+        tests=("tests/test_precision.py::test_dtype_auto_on_a_cpu_follows_the_units_and_says_why[avx512_bf16-dtype0-bf16]",),
+        why="--dtype auto keeps fp32 on a CPU with bf16 units (2-5x slower generation there)",
+    ),
+    Mutation(
+        name="precision-auto-ignores-cpu-units",
+        file="src/diffutron/training/loop.py",
+        original='chosen, why = ("bf16" if units else "no"), units.why',
+        replacement='chosen, why = "no", units.why',
+        tests=("tests/test_precision.py::test_training_precision_auto_follows_the_units_and_says_why[amx-bf16-bf16 autocast]",),
+        why="training.precision auto stays fp32 on a CPU with bf16 units (2.2x slower steps there)",
+    ),
+    Mutation(
+        name="second-run-keeps-first-precision",
+        file="src/diffutron/training/loop.py",
+        original="    _forget_other_precision(precision)\n",
+        replacement="",
+        tests=("tests/test_precision.py::test_the_training_loop_runs_its_loss_under_the_precision_auto_chose",),
+        why="a second training run in one process with another precision fails in accelerate",
+    ),
 ]
 
 

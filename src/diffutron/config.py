@@ -155,7 +155,7 @@ class TrainingConfig:
     keep_last: int = 2
     log_every: int = 10
     seed: int = 0
-    precision: str = "auto"  # auto (bf16 on GPUs, fp32 on CPU) | fp32 (alias: no) | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 on GPUs and on CPUs with AMX/AVX512-BF16, else fp32; logged) | fp32 (alias: no) | bf16 | fp16
     gradient_checkpointing: bool = False  # recompute activations in backward (transformers'): less memory, more time
     compile: bool | str = "auto"  # torch.compile the encoder: true | false | auto (one CUDA device; off on CPU: it does not pay back)
     max_logit_elements: int | None = None  # logits per chunk of the head (rows x vocabulary); none: models.heads.MAX_LOGIT_ELEMENTS (32M)

@@ -24,7 +24,9 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:1 ..."
     )
     p.add_argument(
-        "--dtype", default="auto", help="weights: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16"
+        "--dtype",
+        default="auto",
+        help="weights: auto (bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else fp32), fp32, bf16 or fp16",
     )
 
 

@@ -26,6 +26,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 
 from ..diffusion.block import attach_block_size, check_mode
 from ..diffusion.schedules import Schedule, get_schedule
+from ..hardware import cpu_bf16_units
 from ..io import atomic_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -207,8 +208,10 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
     """The ``--device`` and ``--dtype`` of ``generate``, ``eval``, ``perplexity`` and ``serve``.
-    ``auto`` device: cuda when available, else cpu. ``auto`` dtype: bf16 on CUDA, fp32 elsewhere
-    (CPUs with native bf16 units may get bf16 later: without them bf16 runs many times slower)."""
+    ``auto`` device: cuda when available, else cpu. ``auto`` dtype: bf16 on CUDA and on a CPU with
+    usable bf16 units (AMX or AVX512-BF16, ``hardware.cpu_bf16_units``), fp32 elsewhere: without the
+    units bf16 runs ~20x slower, with them bf16 weights ran the published shape 2-5x faster than fp32
+    (docs/benchmarks.md, "bf16 on CPUs"). The choice and its reason are logged."""
     if device == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -221,7 +224,14 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[tor
         if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
             raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices")
     if dtype == "auto":
-        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
+        if dev.type == "cuda":
+            return dev, torch.bfloat16
+        if dev.type == "cpu":
+            units = cpu_bf16_units()
+            chosen = torch.bfloat16 if units else torch.float32
+            log.info("--dtype auto: %s weights on the CPU (%s)", "bf16" if units else "fp32", units.why)
+            return dev, chosen
+        return dev, torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r}: choose auto, {', '.join(DTYPES)}")
     return dev, DTYPES[dtype]

@@ -37,11 +37,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, broadcast, extract_model_from_parallel, set_seed
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, to_dict
 from ..diffusion import elbo_perplexity, get_schedule, mdlm_loss
+from ..hardware import cpu_bf16_units
 from ..io import atomic_write_json, atomic_write_text
 from ..models.checkpoint import DiffusionSettings, save_checkpoint
 from ..models.heads import MaskedLMParts
@@ -70,12 +72,33 @@ class TrainResult:
     summary: dict = field(default_factory=dict)
 
 
-def _precision(name: str) -> str:
+def resolve_precision(name: str) -> str:
+    """``training.precision`` as accelerate's ``mixed_precision``. ``auto``: bf16 autocast on a GPU with
+    bf16 and on a CPU with usable bf16 units (``hardware.cpu_bf16_units``: AMX or AVX512-BF16), where it
+    measured 2.2-2.3x faster than fp32 per step (tiny and small presets, docs/benchmarks.md "bf16 on
+    CPUs"); fp32 (``no``) elsewhere: emulated bf16 runs ~20x slower. The choice and its reason are logged."""
     if name != "auto":
         return name
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"  # CPUs without native bf16 run autocast ~40x slower: fp32 here
+    if torch.cuda.is_available():
+        chosen = "bf16" if torch.cuda.is_bf16_supported() else "no"
+        why = "a CUDA device " + ("with" if chosen == "bf16" else "without") + " bf16"
+    else:
+        units = cpu_bf16_units()
+        chosen, why = ("bf16" if units else "no"), units.why
+    log.info("precision auto: %s (%s)", "bf16 autocast" if chosen == "bf16" else "fp32", why)
+    return chosen
+
+
+def _forget_other_precision(precision: str) -> None:
+    """accelerate keeps one precision per process and refuses an Accelerator with another: a second run
+    in one process (a benchmark comparing fp32 and bf16, a test of both) failed at its start. A single
+    process may start afresh; a launched multi-process state stays, where all ranks chose alike."""
+    shared = AcceleratorState._shared_state
+    if (
+        shared.get("_mixed_precision", precision) != precision
+        and shared.get("distributed_type") == DistributedType.NO
+    ):
+        AcceleratorState._reset_state()
 
 
 def _lr_lambda(state: TrainState, warmup_steps: int, min_ratio: float, warmup_ratio: float | None = None):
@@ -291,8 +314,10 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
     tc = cfg.training
     if max_steps is not None:
         tc.max_steps = max_steps
+    precision = resolve_precision(tc.precision)
+    _forget_other_precision(precision)
     accelerator = Accelerator(
-        mixed_precision=_precision(tc.precision),
+        mixed_precision=precision,
         cpu=not torch.cuda.is_available(),
         # accelerate's own accumulation: DDP skips the all-reduce and DeepSpeed its engine step on all
         # but the last micro-batch of a step (without it DeepSpeed stepped on every micro-batch)
