@@ -338,8 +338,8 @@ def test_xcopa_et_from_the_hub_asks_for_the_et_config(tmp_path, monkeypatch):
 def test_quickstart_in_estonian_trains_reports_held_out_elbo_and_samples(et_archive, tmp_path, monkeypatch):
     from diffutron.recipes import quickstart
 
-    def small(minutes, seed=0, language="tr"):
-        cfg = quickstart_config(minutes, seed, language)
+    def small(minutes, seed=0, language="tr", *args):
+        cfg = quickstart_config(minutes, seed, language, *args)
         cfg.tokenizer.vocab_size = 300
         cfg.data.block_size = 16
         t = cfg.training
