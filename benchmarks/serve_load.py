@@ -74,7 +74,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, max_batch: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(
+    model: Path, max_batch: int, threads: int, dtype: str = "auto"
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen(
@@ -94,6 +96,8 @@ def start_server(model: Path, max_batch: int, threads: int) -> tuple[subprocess.
             "1024",
             "--log-level",
             "warning",
+            "--dtype",
+            dtype,
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -170,48 +174,11 @@ def load(
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="checkpoint folder (default: a random small model)")
-    ap.add_argument("--seconds", type=float, default=8.0, help="load time per level (default 8)")
-    ap.add_argument(
-        "--drain", type=float, default=120.0, help="then wait this long at most for requests in flight"
-    )
-    ap.add_argument("--clients", default="1,4,16,64")
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=32)
-    ap.add_argument(
-        "--temperature",
-        type=float,
-        default=0.1,
-        help="0.1 (default, the diffutron preset's) or 0: greedy, no random draws",
-    )
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads of the server (default 1: the clients share the machine's cores; on the "
-        "2-core VM two intra-op threads made a one-row step 10-30x slower whenever anything else ran)",
-    )
-    ap.add_argument("--hidden", type=int, default=256, help="random model: hidden size (default 256)")
-    ap.add_argument("--layers", type=int, default=4, help="random model: layers (default 4)")
-    ap.add_argument("--out", default="benchmarks/results")
-    args = ap.parse_args()
-    tmp = tempfile.TemporaryDirectory()
-    model = (
-        Path(args.model) if args.model else random_model(Path(tmp.name) / "model", args.hidden, args.layers)
-    )
-    body = {
-        "model": "bench",
-        "max_tokens": args.max_tokens,
-        "steps": args.steps,
-        "block_size": 32,
-        "temperature": args.temperature,
-    }
-    levels = [int(c) for c in args.clients.split(",")]
+def measure(model: Path, body: dict, levels: list[int], dtype: str, args: argparse.Namespace) -> dict:
+    """Both modes (batched first, then one at a time) at every client level, for one --dtype."""
     table: dict[str, list[dict]] = {}
     for mode, max_batch in (("batched", 64), ("one-at-a-time", 1)):
-        proc, url = start_server(model, max_batch, args.threads)
+        proc, url = start_server(model, max_batch, args.threads, dtype)
         try:
             load(url, 1, 1.0, body)  # warm-up
             table[mode] = []
@@ -245,11 +212,61 @@ def main() -> None:
     for i, c in enumerate(levels):
         ratios[c] = table["batched"][i]["tokens_per_s"] / max(table["one-at-a-time"][i]["tokens_per_s"], 1e-9)
         print(f"| {c} | {ratios[c]:.2f}x |")
+    return {"table": table, "ratios": ratios}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="checkpoint folder (default: a random small model)")
+    ap.add_argument("--seconds", type=float, default=8.0, help="load time per level (default 8)")
+    ap.add_argument(
+        "--drain", type=float, default=120.0, help="then wait this long at most for requests in flight"
+    )
+    ap.add_argument("--clients", default="1,4,16,64")
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=0.1,
+        help="0.1 (default, the diffutron preset's) or 0: greedy, no random draws",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the server (default 1: the clients share the machine's cores; on the "
+        "2-core VM two intra-op threads made a one-row step 10-30x slower whenever anything else ran)",
+    )
+    ap.add_argument(
+        "--dtype",
+        default="auto",
+        help="the server's --dtype (auto: bf16 weights on a CPU with bf16 units, else fp32); "
+        "a comma list such as fp32,bf16 measures each in turn, in the same run",
+    )
+    ap.add_argument("--hidden", type=int, default=256, help="random model: hidden size (default 256)")
+    ap.add_argument("--layers", type=int, default=4, help="random model: layers (default 4)")
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    model = (
+        Path(args.model) if args.model else random_model(Path(tmp.name) / "model", args.hidden, args.layers)
+    )
+    body = {
+        "model": "bench",
+        "max_tokens": args.max_tokens,
+        "steps": args.steps,
+        "block_size": 32,
+        "temperature": args.temperature,
+    }
+    levels = [int(c) for c in args.clients.split(",")]
+    results = {}
+    for dtype in args.dtype.split(","):
+        print(f"--dtype {dtype}", flush=True)
+        results[dtype] = measure(model, body, levels, dtype, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "serve_load.json").write_text(
-        json.dumps({"args": vars(args), "table": table, "ratios": ratios}, indent=2)
-    )
+    (out / "serve_load.json").write_text(json.dumps({"args": vars(args), "by_dtype": results}, indent=2))
 
 
 if __name__ == "__main__":
