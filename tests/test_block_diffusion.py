@@ -419,8 +419,9 @@ def test_per_block_noise_levels_differ_between_blocks_and_estimate_the_exact_bou
     assert torch.equal(level[:, :3], level[:, :1].expand(-1, 3)) and torch.equal(
         level[:, 3:], level[:, 3:4].expand(-1, 3)
     )
-    if estimator == "time":
+    if estimator == "time":  # stratified block-major: a row's two levels are half the range apart
         assert bool((level[:, 0] != level[:, 3]).all())
+        assert float((level[:, 0] - level[:, 3]).abs().mean()) > 0.2
     else:  # counts 1..3 of 3: some rows draw the same count in both blocks, most do not
         assert int((level[:, 0] != level[:, 3]).sum()) > ids.shape[0] // 2
     mean = sum(draws) / len(draws)
