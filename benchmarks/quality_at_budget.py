@@ -35,6 +35,7 @@ folder: runs inside it are replaced).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -343,7 +344,12 @@ def run_seed(seed: int, args, train_docs: list[str], heldout: dict[str, list[str
         row["ar_parameters"] = sum(p.numel() for p in ar.parameters())
         print(f"[seed {seed}] AR ({row['ar_parameters']:,} parameters): {budget} ...", flush=True)
         minutes = None if args.steps else args.minutes
-        row["ar_train"] = train_ar(ar, data, cfg.training, minutes, progress=not args.no_progress)
+        tc = cfg.training
+        if args.steps and args.ar_steps:  # equal compute when an AR step costs another share of an MDLM step
+            tc = copy.copy(cfg.training)
+            tc.max_steps = args.ar_steps
+            print(f"[seed {seed}] AR: {args.ar_steps} steps instead", flush=True)
+        row["ar_train"] = train_ar(ar, data, tc, minutes, progress=not args.no_progress)
         ar.save_pretrained(run_dir / "ar")  # beside the MDLM's model: a reference for generative perplexity
         loaded.tokenizer.save_pretrained(run_dir / "ar")
         load.append(os.getloadavg()[0])
@@ -422,6 +428,12 @@ def main() -> None:
     ap.add_argument(
         "--steps", type=int, default=0, help="train each model this many steps instead (0: --minutes)"
     )
+    ap.add_argument(
+        "--ar-steps",
+        type=int,
+        default=0,
+        help="with --steps: the AR model trains this many steps (0: --steps)",
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument(
         "--set", action="append", help="override an MDLM config key (repeatable), as `train --set`"
@@ -472,6 +484,7 @@ def main() -> None:
         "label": args.label,
         "minutes": None if args.steps else args.minutes,
         "steps": args.steps or None,
+        "ar_steps": (args.ar_steps or args.steps) if args.steps else None,
         "overrides": args.set or [],
         "threads": torch.get_num_threads(),
         "held_out_documents": len(held_docs),
