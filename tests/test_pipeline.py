@@ -215,8 +215,15 @@ def test_shipped_recipes_are_valid_and_the_quickstart_recipe_matches_its_yaml():
     assert block.name == "quickstart-tr-block8" and len(block.stages) == 3
     for i in range(3):
         diffusion = stage_config(block, i, "runs/x").diffusion
-        assert (diffusion.mode, diffusion.block_size) == ("block", 8)
+        assert (diffusion.mode, diffusion.block_size, diffusion.t_clip) == ("block", 8, [0.45, 0.95])
     assert stage_config(quickstart_recipe(), 2, "runs/x").diffusion.mode == "mdlm"
+    assert stage_config(quickstart_recipe(), 0, "runs/x").diffusion.t_clip is None  # the MDLM: the bound
+    # the quickstart's measured clipped levels per block size (docs/block-diffusion.md)
+    from diffutron.recipes.quickstart import quickstart_config
+
+    assert quickstart_config(5.0, mode="block", block_size=4).diffusion.t_clip == [0.5, 1.0]
+    assert quickstart_config(5.0, mode="block", block_size=16).diffusion.t_clip == [0.45, 0.95]
+    assert quickstart_config(5.0).diffusion.t_clip is None
 
 
 def test_recipe_check_names_each_problem_on_its_stage(tmp_path, capsys):

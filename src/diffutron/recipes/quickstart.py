@@ -39,6 +39,7 @@ from ..config import (
     recipe_from_dict,
 )
 from ..data.sources import embedded_corpus
+from ..diffusion.block import suggested_t_clip
 from ..evaluation.perplexity import text_perplexity
 from ..io import atomic_write_json
 from ..languages import DEFAULT_LANGUAGE, get_language
@@ -73,7 +74,11 @@ def quickstart_config(
     return RunConfig(
         language=language,
         model=ModelConfig(preset="tiny", overrides=dict(TINY_OVERRIDES)),
-        diffusion=DiffusionConfig(mode=mode, block_size=block_size if mode == "block" else None),
+        diffusion=DiffusionConfig(
+            mode=mode,
+            block_size=block_size if mode == "block" else None,
+            t_clip=suggested_t_clip(block_size) if mode == "block" else None,  # measured per block size
+        ),
         tokenizer=TokenizerConfig(vocab_size=8000),
         data=DataConfig(sources=["embedded"], block_size=128, val_fraction=0.02),
         training=TrainingConfig(
@@ -225,7 +230,7 @@ def quickstart_recipe(
     pack = get_language(language)
     diffusion: dict = {"schedule": "linear", "normalization": "token"}
     if mode != "mdlm":
-        diffusion.update(mode=mode, block_size=block_size)
+        diffusion.update(mode=mode, block_size=block_size, t_clip=suggested_t_clip(block_size))
 
     def budget(stage: str) -> float:
         return round(minutes * _STAGE_SHARE[stage], 3)
