@@ -111,10 +111,19 @@ def test_block_size_of_the_whole_row_is_the_mdlm_loss_on_the_same_masks(estimato
         )
     assert torch.equal(out[None].masked, out[12].masked) and out[12].n_masked > 0
     torch.testing.assert_close(out[12].loss, out[None].loss, rtol=1e-5, atol=1e-5)
-    # and a smaller block is another model: its loss differs on the same masks
+    # and a smaller block is another model: its loss differs on the same masks (one level per row here,
+    # so that the masks are the MDLM's; per block they are drawn per block)
     g = torch.Generator().manual_seed(3)
     small = mdlm_loss(
-        parts, ids, maskable, schedule=schedule, mask_id=MASK, generator=g, block_size=3, estimator=estimator
+        parts,
+        ids,
+        maskable,
+        schedule=schedule,
+        mask_id=MASK,
+        generator=g,
+        block_size=3,
+        estimator=estimator,
+        block_noise="row",
     )
     assert torch.equal(small.masked, out[None].masked)
     assert abs(float(small.loss.detach()) - float(out[None].loss.detach())) > 1e-3
@@ -363,6 +372,75 @@ def test_block_elbo_perplexity_estimates_the_exact_bound_summed_over_blocks(esti
         for size in (None, 6, 3)
     }
     assert same[6] == pytest.approx(same[None], rel=1e-5) and abs(same[3] - same[None]) > 1e-3
+
+
+@pytest.mark.parametrize("estimator", ["count", "time"])
+def test_per_block_noise_levels_differ_between_blocks_and_estimate_the_exact_bound(estimator, monkeypatch):
+    """BD3-LM's level per block: the blocks of one row get their own t (or count k), and the training
+    loss still estimates the bound summed over blocks (the exact one, every mask enumerated)."""
+    import diffutron.diffusion.loss as loss_module
+    from diffutron.diffusion.masking import mask_counts
+
+    parts = MaskedLMParts(_modernbert())
+    ids = _ids(48, 6, seed=6)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        exact = float(_exact_block_nelbo(parts, ids, 3).sum()) / ids.numel()
+    seen = []
+    real_tokens, real_counts = loss_module.mask_tokens, loss_module.mask_counts
+
+    def spy_tokens(input_ids, mk, t, *args, **kw):
+        seen.append(t)
+        return real_tokens(input_ids, mk, t, *args, **kw)
+
+    def spy_counts(*args, **kw):
+        out = real_counts(*args, **kw)
+        seen.append(out[2])  # the weights n_b / k_b
+        return out
+
+    monkeypatch.setattr(loss_module, "mask_tokens", spy_tokens)
+    monkeypatch.setattr(loss_module, "mask_counts", spy_counts)
+    draws = []
+    with torch.no_grad():
+        for seed in range(24):
+            out = mdlm_loss(
+                parts,
+                ids,
+                maskable,
+                schedule=get_schedule("linear"),
+                mask_id=MASK,
+                generator=torch.Generator().manual_seed(seed),
+                block_size=3,
+                estimator=estimator,
+            )
+            draws.append(float(out.nelbo) / ids.numel())
+    level = seen[0]  # [B, L]: constant inside a block, another value in the other block of the row
+    assert level.shape == ids.shape
+    assert torch.equal(level[:, :3], level[:, :1].expand(-1, 3)) and torch.equal(
+        level[:, 3:], level[:, 3:4].expand(-1, 3)
+    )
+    if estimator == "time":  # stratified block-major: a row's two levels are half the range apart
+        assert bool((level[:, 0] != level[:, 3]).all())
+        assert float((level[:, 0] - level[:, 3]).abs().mean()) > 0.2
+    else:  # counts 1..3 of 3: some rows draw the same count in both blocks, most do not
+        assert int((level[:, 0] != level[:, 3]).sum()) > ids.shape[0] // 2
+    mean = sum(draws) / len(draws)
+    stderr = (sum((d - mean) ** 2 for d in draws) / (len(draws) - 1) / len(draws)) ** 0.5
+    assert 0 < stderr < 0.2 * exact
+    assert abs(mean - exact) < 3 * stderr, (mean, exact, stderr)
+    # the count draw per block masks exactly k_b of each block's n_b maskable tokens, prompt untouched
+    mk = torch.ones(4, 9, dtype=torch.bool)
+    mk[:, :2] = False  # a prompt of two tokens: block -1
+    blocks = block_index(mk, 3)
+    noisy, masked, weights = mask_counts(
+        _ids(4, 9), mk, MASK, generator=torch.Generator().manual_seed(0), blocks=blocks
+    )
+    assert not masked[:, :2].any()
+    for b in range(3):
+        cols = slice(2 + 3 * b, min(2 + 3 * (b + 1), 9))
+        k = masked[:, cols].sum(dim=1)
+        n = mk[:, cols].sum(dim=1)
+        assert bool((k >= 1).all()) and torch.allclose(weights[:, cols][:, 0], n.float() / k.float())
 
 
 def test_the_mode_is_saved_with_the_checkpoint_and_read_back(tmp_path, tokenizer):

@@ -24,7 +24,7 @@ from diffutron.models import MaskedLMParts, load_checkpoint
 from diffutron.shipped import available, resolve
 from diffutron.training import loop as loop_module
 from diffutron.training import train
-from diffutron.training.pipeline import run_recipe
+from diffutron.training.pipeline import run_recipe, stage_config
 from diffutron.training.recipe_check import check_recipe
 
 FAST = dict(batch_size=4, lr=2e-3, warmup_steps=1, eval_every=0, eval_blocks=8, eval_t_samples=2, log_every=1)
@@ -210,6 +210,20 @@ def test_shipped_recipes_are_valid_and_the_quickstart_recipe_matches_its_yaml():
         else:
             assert problems and all(install in p for p in problems), (r.name, problems)
     assert load_recipe(resolve("quickstart-tr", "recipe")) == quickstart_recipe()
+    # --mode block: every stage (pre-training and both SFT stages) trains block diffusion, L' = 8
+    block = quickstart_recipe(mode="block", block_size=8)
+    assert block.name == "quickstart-tr-block8" and len(block.stages) == 3
+    for i in range(3):
+        diffusion = stage_config(block, i, "runs/x").diffusion
+        assert (diffusion.mode, diffusion.block_size, diffusion.t_clip) == ("block", 8, [0.45, 0.95])
+    assert stage_config(quickstart_recipe(), 2, "runs/x").diffusion.mode == "mdlm"
+    assert stage_config(quickstart_recipe(), 0, "runs/x").diffusion.t_clip is None  # the MDLM: the bound
+    # the quickstart's measured clipped levels per block size (docs/block-diffusion.md)
+    from diffutron.recipes.quickstart import quickstart_config
+
+    assert quickstart_config(5.0, mode="block", block_size=4).diffusion.t_clip == [0.5, 1.0]
+    assert quickstart_config(5.0, mode="block", block_size=16).diffusion.t_clip == [0.45, 0.95]
+    assert quickstart_config(5.0).diffusion.t_clip is None
 
 
 def test_recipe_check_names_each_problem_on_its_stage(tmp_path, capsys):
@@ -296,8 +310,9 @@ def test_cli_run_resume_and_quickstart_full_on_a_micro_recipe(
     assert main(["run", str(path), "--out", str(tmp_path / "run"), "--resume"]) == 0
     assert capsys.readouterr().out.count("finished earlier, skipped") == 3
     # quickstart --full runs its recipe, then chats with the final model through the stored template
+    asked = []
     monkeypatch.setattr(
-        quickstart, "quickstart_recipe", lambda minutes, seed, language: recipe_from_dict(spec)
+        quickstart, "quickstart_recipe", lambda *args: (asked.append(args[3:]), recipe_from_dict(spec))[1]
     )
     assert main(["quickstart", "--full", "--out", str(tmp_path / "qs")]) == 0
     out = capsys.readouterr().out
@@ -306,6 +321,12 @@ def test_cli_run_resume_and_quickstart_full_on_a_micro_recipe(
     assert len(summary["chats"]) == len(quickstart.CHAT_PROMPTS) and summary["model_dir"].endswith(
         "task/model"
     )
+    # --mode block reaches the recipe (its stages are checked in the shipped-recipe test)
+    assert (
+        main(["quickstart", "--full", "--mode", "block", "--block-size", "8", "--out", str(tmp_path / "qb")])
+        == 0
+    )
+    assert asked == [("mdlm", 16), ("block", 8)]
 
 
 def test_a_run_saved_before_an_option_existed_resumes_at_that_options_default(tmp_path):

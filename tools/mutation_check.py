@@ -60,6 +60,36 @@ class Mutation:
 MUTATIONS: list[Mutation] = [
     # --- block diffusion (issue 23) -----------------------------------------------------------
     Mutation(
+        name="block-noise-one-level-per-row",
+        file="src/diffutron/diffusion/loss.py",
+        original='    block_noise: str = "block",\n',
+        replacement='    block_noise: str = "row",\n',
+        tests=[
+            "tests/test_block_diffusion.py::test_per_block_noise_levels_differ_between_blocks_and_estimate_the_exact_bound",
+        ],
+        why="block diffusion draws one noise level per row again (BD3-LM draws one per block)",
+    ),
+    Mutation(
+        name="block-noise-neighbouring-strata",
+        file="src/diffutron/diffusion/loss.py",
+        original="                .view(n_blocks, batch)\n                .T\n",
+        replacement="                .view(batch, n_blocks)\n",
+        tests=[
+            "tests/test_block_diffusion.py::test_per_block_noise_levels_differ_between_blocks_and_estimate_the_exact_bound",
+        ],
+        why="per-block levels take neighbouring strata, so a row's blocks get nearly the same level",
+    ),
+    Mutation(
+        name="block-counts-ranked-over-the-row",
+        file="src/diffutron/diffusion/masking.py",
+        original="    rank = rank - start.gather(1, seg)\n",
+        replacement="",
+        tests=[
+            "tests/test_block_diffusion.py::test_per_block_noise_levels_differ_between_blocks_and_estimate_the_exact_bound",
+        ],
+        why="the per-block count draw ranks positions over the whole row, so later blocks are never masked",
+    ),
+    Mutation(
         name="block-training-runs-the-mdlm",
         file="src/diffutron/training/loop.py",
         original="                block_size=run.settings.diffusion_block,\n                clip=",

@@ -22,10 +22,6 @@ def _quickstart(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--max-steps is for the single-run quickstart; --full splits --minutes over its stages"
             )
-        if args.mode != "mdlm":
-            raise SystemExit(
-                "quickstart --full trains the published MDLM progression: --mode block is for the plain quickstart"
-            )
         return _quickstart_full(args)
     from ..recipes.quickstart import run_quickstart
 
@@ -74,7 +70,14 @@ def _quickstart_full(args: argparse.Namespace) -> int:
 
     out = Path(args.out if args.out != "runs/quickstart" else "runs/quickstart-full")
     minutes = args.minutes if args.minutes is not None else FULL_MINUTES
-    s = run_quickstart_full(out, minutes=minutes, seed=args.seed, language=args.language)
+    s = run_quickstart_full(
+        out,
+        minutes=minutes,
+        seed=args.seed,
+        language=args.language,
+        mode=args.mode,
+        block_size=args.block_size,
+    )
     print("\nThe progression (held-out ELBO perplexity before -> after each stage):")
     print(format_pipeline(PipelineResult(out_dir=out, stages=s["stages"])))
     print("\nChat with the final model (greedy, low-confidence unmasking):")
@@ -184,7 +187,9 @@ def add_parsers(sub) -> None:
         default="mdlm",
         help="mdlm (default, the published Diffutron) or block: block diffusion, BD3-LM (docs/block-diffusion.md)",
     )
-    p.add_argument("--block-size", type=int, default=16, help="tokens per block with --mode block (default 16)")
+    p.add_argument(
+        "--block-size", type=int, default=16, help="tokens per block with --mode block (default 16)"
+    )
     p.add_argument(
         "--full",
         action="store_true",

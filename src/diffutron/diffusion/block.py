@@ -54,6 +54,20 @@ MODES = ("mdlm", "block")
 MASK_IMPLEMENTATIONS = ("sdpa", "eager")  # attention implementations that honour a 4D mask
 
 
+# Clipped training levels [beta, omega] by block size, chosen by the variance of the loss on briefly
+# trained quickstart models (benchmarks/block_noise_variance.py, docs/block-diffusion.md): measured at
+# L' = 4 and 16, each improving the held-out bound at equal steps; other sizes take the nearer one.
+SUGGESTED_T_CLIP = ((4, [0.5, 1.0]), (None, [0.45, 0.95]))  # (largest block size, range); None: any
+
+
+def suggested_t_clip(block_size: int) -> list[float]:
+    """The measured [beta, omega] for ``block_size`` (``SUGGESTED_T_CLIP``)."""
+    for largest, clip in SUGGESTED_T_CLIP:
+        if largest is None or block_size <= largest:
+            return list(clip)
+    raise AssertionError("SUGGESTED_T_CLIP ends with a catch-all row")
+
+
 def check_mode(mode: str, block_size: int | None) -> None:
     """A clear error for an unknown mode or a block mode without a positive block size."""
     if mode not in MODES:

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 import torch
 
 from ..models.heads import MAX_LOGIT_ELEMENTS, MaskedLMParts, head_cross_entropy
-from .block import block_inputs
+from .block import block_index, block_inputs
 from .masking import T_EPS, mask_counts, mask_tokens, sample_times
 from .schedules import Schedule
 
 NORMALIZATIONS = ("token", "sequence")
 ESTIMATORS = ("time", "count")
+BLOCK_NOISE = ("block", "row")  # block mode: a noise level per block (BD3-LM) or one per row
 __all__ = ["LossOutput", "head_cross_entropy", "mdlm_loss", "weighted_masked_nll", "MAX_LOGIT_ELEMENTS"]
 
 
@@ -61,7 +62,9 @@ class LossOutput:
 def _bare(parts: torch.nn.Module) -> MaskedLMParts:
     """The ``MaskedLMParts`` inside an accelerate wrapper (DDP: ``.module``), to read its config;
     the call itself still goes through the wrapper."""
-    while not isinstance(parts, MaskedLMParts) and isinstance(getattr(parts, "module", None), torch.nn.Module):
+    while not isinstance(parts, MaskedLMParts) and isinstance(
+        getattr(parts, "module", None), torch.nn.Module
+    ):
         parts = parts.module
     return parts
 
@@ -80,7 +83,8 @@ def weighted_masked_nll(
     block_size: int | None = None,
     maskable: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """[B, L] tensor of weight_b * CE at masked positions (0 elsewhere). Shared by the loss and
+    """[B, L] tensor of weight * CE at masked positions (0 elsewhere); ``weights`` is [B] (per row)
+    or [B, L] (per position). Shared by the loss and
     the likelihood estimators so all of them score exactly the same way. ``parts`` may be wrapped
     by accelerate (DDP/FSDP): it is only ever called, never looked into.
 
@@ -107,8 +111,10 @@ def weighted_masked_nll(
         **({} if position_ids is None else {"position_ids": position_ids}),
     )  # [N]
     out = torch.zeros(masked.shape, dtype=ce.dtype, device=ce.device)
-    row_weights = weights.to(device=ce.device, dtype=ce.dtype)[:, None].expand_as(masked)[masked]
-    return out.masked_scatter(masked, ce * row_weights)
+    weights = weights.to(device=ce.device, dtype=ce.dtype)
+    if weights.dim() == 1:  # one weight per row; [B, L]: per position (a noise level per block)
+        weights = weights[:, None].expand_as(masked)
+    return out.masked_scatter(masked, ce * weights[masked])
 
 
 def mdlm_loss(
@@ -129,23 +135,47 @@ def mdlm_loss(
     estimator: str = "time",
     block_size: int | None = None,
     clip: tuple[float, float] | None = None,
+    block_noise: str = "block",
 ) -> LossOutput:
     """The loss of one batch (module doc). ``block_size``: block diffusion, the same NELBO summed over
     blocks, each given the clean earlier ones (``diffusion.block``); masks, weights and normalisation
     are those of the MDLM, so ``block_size`` >= L gives the MDLM loss on the same masks. ``clip``
     (beta, omega): train on t ~ U[beta, omega] (``count``: a masked share in [beta, omega]) instead of
-    [eps, 1), the clipped levels of BD3-LM; not a bound any more, so evaluation never clips."""
+    [eps, 1), the clipped levels of BD3-LM; not a bound any more, so evaluation never clips.
+    ``block_noise`` (block mode): ``block`` draws a level (or count) per block, as BD3-LM does, stratified
+    over all blocks of the batch; ``row`` one per row, shared by its blocks. Both estimate the same sum
+    of per-block NELBOs; a ``t`` given per row is always used per row."""
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if block_noise not in BLOCK_NOISE:
+        raise ValueError(f"block_noise must be one of {BLOCK_NOISE}, got {block_noise!r}")
     batch = input_ids.shape[0]
+    blocks = None
+    if block_size is not None and block_noise == "block" and t is None:
+        blocks = block_index(maskable, block_size)  # [B, L]: one noise level per block
     if estimator == "count" and t is None:
         noisy, masked, weights = mask_counts(
-            input_ids, maskable, mask_id, stratified=stratified, generator=generator, clip=clip
+            input_ids, maskable, mask_id, stratified=stratified, generator=generator, clip=clip, blocks=blocks
         )
     else:
-        if t is None:
+        if t is None and blocks is not None:
+            n_blocks = -(-input_ids.shape[1] // block_size)
+            per_block = (
+                sample_times(
+                    batch * n_blocks,
+                    eps=eps,
+                    stratified=stratified,
+                    generator=generator,
+                    device=input_ids.device,
+                    clip=clip,
+                )
+                .view(n_blocks, batch)
+                .T
+            )  # block-major strata: a row's blocks spread over [beta, omega)
+            t = per_block.gather(1, blocks.clamp(min=0))  # [B, L]; the clean condition's level is unused
+        elif t is None:
             t = sample_times(
                 batch, eps=eps, stratified=stratified, generator=generator, device=input_ids.device, clip=clip
             )

@@ -80,8 +80,11 @@ def mask_tokens(
     *,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (noisy ids, bool mask of the positions that were masked). ``t`` has shape [B]."""
-    p_mask = schedule.mask_probability(t.float())[:, None]  # [B, 1]
+    """Returns (noisy ids, bool mask of the positions that were masked). ``t`` has shape [B] (one
+    level per row) or [B, L] (one per position: block diffusion's level per block, ``block_times``)."""
+    p_mask = schedule.mask_probability(t.float())
+    if p_mask.dim() == 1:
+        p_mask = p_mask[:, None]  # [B, 1]
     u = torch.rand(input_ids.shape, generator=generator, device=draw_device(generator, input_ids.device))
     u = u.to(input_ids.device)
     masked = (u < p_mask.to(input_ids.device)) & maskable
@@ -99,8 +102,19 @@ def sample_counts(
     """Masked-token counts k in 1..n per row (n = the row's maskable tokens; 0 where n = 0), uniform.
     ``stratified``: systematic over the batch like ``sample_times``: k_i = 1 + floor(((u + i/B) mod 1) n_i).
     ``clip`` (beta, omega): the share q before the floor is drawn in [beta, omega) instead of [0, 1)."""
-    at = draw_device(generator, maskable.device)
-    n = maskable.sum(dim=1).to(at, torch.float64)
+    return counts_of(maskable.sum(dim=1), stratified=stratified, generator=generator, clip=clip)
+
+
+def counts_of(
+    n: torch.Tensor,
+    *,
+    stratified: bool = True,
+    generator: torch.Generator | None = None,
+    clip: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """``sample_counts`` for given sizes ``n`` [S] (rows, or the blocks of block diffusion)."""
+    at = draw_device(generator, n.device)
+    n = n.to(at, torch.float64)
     batch = n.shape[0]
     if stratified:
         u = torch.rand(1, generator=generator, dtype=torch.float64, device=at)
@@ -122,9 +136,17 @@ def mask_counts(
     stratified: bool = True,
     generator: torch.Generator | None = None,
     clip: tuple[float, float] | None = None,
+    blocks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (noisy ids, bool mask of the masked positions, per-row ELBO weights n / k): exactly
-    ``k`` (default: ``sample_counts``) random maskable positions of each row are masked."""
+    ``k`` (default: ``sample_counts``) random maskable positions of each row are masked.
+
+    ``blocks`` [B, L] (``diffusion.block.block_index``: contiguous blocks 0, 1, ..., -1 before them):
+    the draw is made per block instead of per row, k_b ~ U{1..n_b} of the block's n_b maskable
+    tokens (stratified over all blocks of the batch, block-major), and the weights are per position [B, L],
+    n_b / k_b: block diffusion's noise level per block (each block's NELBO estimated on its own)."""
+    if blocks is not None:
+        return _mask_counts_per_block(input_ids, maskable, mask_id, blocks, stratified, generator, clip)
     at = draw_device(generator, input_ids.device)
     if k is None:
         k = sample_counts(maskable, stratified=stratified, generator=generator, clip=clip)
@@ -135,4 +157,37 @@ def mask_counts(
     masked = (rank < k[:, None]).to(input_ids.device) & maskable
     noisy = torch.where(masked, torch.full_like(input_ids, mask_id), input_ids)
     weights = (n.double() / k.clamp(min=1).double()).float().to(input_ids.device)
+    return noisy, masked, weights
+
+
+def _mask_counts_per_block(
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    mask_id: int,
+    blocks: torch.Tensor,
+    stratified: bool,
+    generator: torch.Generator | None,
+    clip: tuple[float, float] | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``mask_counts`` with one count per block. The positions before block 0 are never maskable
+    and are put in block 0's segment (their score 2.0 ranks them after every maskable one)."""
+    at = draw_device(generator, input_ids.device)
+    seg = blocks.to(at).clamp(min=0)  # [B, L]; blocks are contiguous, in order
+    mk = maskable.to(at)
+    n_seg = int(seg.max()) + 1 if seg.numel() else 1
+    n = torch.zeros(seg.shape[0], n_seg, dtype=torch.long, device=at).scatter_add_(1, seg, mk.long())
+    # block-major strata (block b of row r is stratum b * B + r): a row's blocks get levels spread over
+    # [0, 1), not neighbouring strata; with one block per row this is the row draw exactly
+    k = counts_of(n.T.flatten(), stratified=stratified, generator=generator, clip=clip)
+    k = k.view(n.shape[1], n.shape[0]).T.to(at)
+    scores = torch.rand(input_ids.shape, generator=generator, device=at).masked_fill_(~mk, 2.0)
+    # rank inside the block: sort by (block, score), then subtract the block's first sorted index
+    order_key = scores.double() + 4.0 * seg.double()
+    rank = order_key.argsort(dim=1).argsort(dim=1)
+    size = torch.zeros_like(n).scatter_add_(1, seg, torch.ones_like(seg))
+    start = size.cumsum(dim=1) - size
+    rank = rank - start.gather(1, seg)
+    masked = (rank < k.gather(1, seg)).to(input_ids.device) & maskable
+    noisy = torch.where(masked, torch.full_like(input_ids, mask_id), input_ids)
+    weights = (n.double() / k.clamp(min=1).double()).gather(1, seg).float().to(input_ids.device)
     return noisy, masked, weights

@@ -39,6 +39,7 @@ from ..config import (
     recipe_from_dict,
 )
 from ..data.sources import embedded_corpus
+from ..diffusion.block import suggested_t_clip
 from ..evaluation.perplexity import text_perplexity
 from ..io import atomic_write_json
 from ..languages import DEFAULT_LANGUAGE, get_language
@@ -73,7 +74,11 @@ def quickstart_config(
     return RunConfig(
         language=language,
         model=ModelConfig(preset="tiny", overrides=dict(TINY_OVERRIDES)),
-        diffusion=DiffusionConfig(mode=mode, block_size=block_size if mode == "block" else None),
+        diffusion=DiffusionConfig(
+            mode=mode,
+            block_size=block_size if mode == "block" else None,
+            t_clip=suggested_t_clip(block_size) if mode == "block" else None,  # measured per block size
+        ),
         tokenizer=TokenizerConfig(vocab_size=8000),
         data=DataConfig(sources=["embedded"], block_size=128, val_fraction=0.02),
         training=TrainingConfig(
@@ -213,10 +218,19 @@ _CONVERSATIONS = {"tr": "chatterbot"}
 
 
 def quickstart_recipe(
-    minutes: float = FULL_MINUTES, seed: int = 0, language: str = DEFAULT_LANGUAGE
+    minutes: float = FULL_MINUTES,
+    seed: int = 0,
+    language: str = DEFAULT_LANGUAGE,
+    mode: str = "mdlm",
+    block_size: int = 16,
 ) -> RecipeConfig:
-    """The ``quickstart-<language>`` recipe; ``minutes`` is split 40/30/30 over the three stages."""
+    """The ``quickstart-<language>`` recipe; ``minutes`` is split 40/30/30 over the three stages.
+    ``mode="block"``: every stage trains block diffusion with blocks of ``block_size`` (the SFT stages
+    with the prompt clean and the answer cut into blocks; docs/block-diffusion.md)."""
     pack = get_language(language)
+    diffusion: dict = {"schedule": "linear", "normalization": "token"}
+    if mode != "mdlm":
+        diffusion.update(mode=mode, block_size=block_size, t_clip=suggested_t_clip(block_size))
 
     def budget(stage: str) -> float:
         return round(minutes * _STAGE_SHARE[stage], 3)
@@ -226,14 +240,14 @@ def quickstart_recipe(
     chat = [{"builtin": conversations, "weight": 4.0, "optional": True}] if conversations else []
     return recipe_from_dict(
         {
-            "name": f"quickstart-{language}",
+            "name": f"quickstart-{language}" + ("" if mode == "mdlm" else f"-block{block_size}"),
             "description": f"A tiny {pack.name} MDLM from nothing, offline on a CPU: pre-training, then "
             "general and task-specific instruction tuning on data derived at run time.",
             "language": language,
             "model": {"preset": "tiny", "overrides": dict(TINY_OVERRIDES)},
             "tokenizer": {"vocab_size": 8000},
             "defaults": {
-                "diffusion": {"schedule": "linear", "normalization": "token"},
+                "diffusion": diffusion,
                 "training": {
                     "seed": seed,
                     "log_every": 5,
@@ -286,12 +300,15 @@ def run_quickstart_full(
     progress: bool = True,
     resume: bool = True,
     language: str = DEFAULT_LANGUAGE,
+    mode: str = "mdlm",
+    block_size: int = 16,
 ) -> dict:
-    """Run the three stages (resuming whatever an earlier call left), then chat with the final model."""
+    """Run the three stages (resuming whatever an earlier call left), then chat with the final model.
+    ``mode``/``block_size``: as ``quickstart_recipe`` (a block model chats block by block)."""
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     messages = chat_prompts(language)
-    recipe = quickstart_recipe(minutes, seed, language)
+    recipe = quickstart_recipe(minutes, seed, language, mode, block_size)
     result = run_recipe(recipe, out_dir, resume=resume, progress=progress)
     loaded = load_checkpoint(result.final_model)
     gen = GenerationConfig(
