@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from diffutron.config import SftConfig, SftSourceConfig, from_dict
+from diffutron.data import skills as _skills
 from diffutron.data.sources import DataReport, embedded_corpus
 from diffutron.languages import LANGUAGES, LanguagePack
 from diffutron.text.bos import with_bos
@@ -674,6 +675,11 @@ def _fill_blank(pack: LanguagePack) -> Iterator[dict[str, Any]]:
 for _pack in LANGUAGES.values():
     for _name, _fn in (("continuation", _continuation), ("fill-blank", _fill_blank)):
         register_builtin(_pack.builtin(_name))(functools.partial(_fn, _pack))
+
+
+# The checkable skills (data/skills.py): skills-general, skill-<name>.
+for _name, _fn in _skills.builtin_sets().items():
+    register_builtin(_name)(_fn)
 
 
 CHATTERBOT_INSTALL = "pip install --no-deps chatterbot-corpus"
