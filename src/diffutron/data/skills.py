@@ -68,7 +68,7 @@ class Skill:
     name: str
     kind: str  # "general" | "task"
     instruction: str
-    item: str  # "phrase" (2-4 words) | "word"
+    item: str  # "phrase" (2-4 words) | "short" (1-2 words) | "word" (one word, each once)
     answer: Callable[[str], str]
 
 
@@ -81,7 +81,8 @@ SKILLS: dict[str, Skill] = {
     for s in (
         Skill("tekrar", "general", "Bu ifadeyi aynen tekrar et.", "phrase", lambda s: s),
         Skill("ters", "general", "Kelimelerin sırasını ters çevir.", "phrase", lambda s: " ".join(_words(s)[::-1])),
-        Skill("büyük", "general", "Büyük harflerle yaz.", "phrase", turkish_upper),
+        # 1-2 words: upper case is spelled byte by byte by the corpus BPE (~5 tokens a word)
+        Skill("büyük", "general", "Büyük harflerle yaz.", "short", turkish_upper),
         Skill("ilk", "general", "İlk kelimeyi yaz.", "phrase", lambda s: _words(s)[0]),
         Skill("son", "general", "Son kelimeyi yaz.", "phrase", lambda s: _words(s)[-1]),
         Skill("say", "general", "Kaç kelime var?", "phrase", lambda s: str(len(_words(s)))),
@@ -118,7 +119,8 @@ def _items(kind: str, heldout_items: bool, seed: int, corpus: str) -> Iterator[s
         yield from words  # finite: each word once
         return
     while True:
-        phrase = " ".join(rng.choice(vocab) for _ in range(rng.randint(2, 4)))
+        low, high = (1, 2) if kind == "short" else (2, 4)
+        phrase = " ".join(rng.choice(vocab) for _ in range(rng.randint(low, high)))
         if is_heldout(phrase) == heldout_items:
             yield phrase
 

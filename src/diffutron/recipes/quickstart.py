@@ -201,6 +201,13 @@ _SFT_TRAINING = dict(
 )
 
 
+# SFT rows are fixed-length: every skill row fits 96 tokens (the chat template alone is ~30), and a
+# step costs ~3/4 of a 128-token one; longer continuation rows are dropped (and counted).
+SFT_LENGTH = 96
+# Share of the task stage replaying the general stage's data (against forgetting; docs/benchmarks.md).
+REPLAY = 0.3
+
+
 def chat_prompts(language: str = DEFAULT_LANGUAGE) -> list[list[dict[str, str]]]:
     """The pack's chat prompts as one-message conversations."""
     return [[{"role": "user", "content": c}] for c in get_language(language).chat_prompts]
@@ -224,6 +231,14 @@ def quickstart_recipe(
     # chatterbot: 146 rows, repeated to count
     conversations = _CONVERSATIONS.get(language)
     chat = [{"builtin": conversations, "weight": 4.0, "optional": True}] if conversations else []
+    # the checkable skills (data/skills.py) are Turkish: another language keeps its own sets
+    turkish = language == "tr"
+    if turkish:
+        general = [{"builtin": "skills-general"}, {"builtin": "continuation", "max_rows": 3000}]
+        task, length, replay = [{"builtin": "skill-ek"}], SFT_LENGTH, REPLAY
+    else:
+        general = [{"builtin": "continuation", "max_rows": 6000}]
+        task, length, replay = [{"builtin": "fill-blank", "max_rows": 6000}], 128, 0.0
     return recipe_from_dict(
         {
             "name": f"quickstart-{language}",
@@ -259,8 +274,8 @@ def quickstart_recipe(
                 {
                     "name": "general",
                     "sft": {
-                        "sources": [{"builtin": "continuation", "max_rows": 6000}, *chat],
-                        "max_length": 128,
+                        "sources": [*general, *chat],
+                        "max_length": length,
                         "val_fraction": 0.05,
                     },
                     "training": {**_SFT_TRAINING, "max_minutes": budget("general")},
@@ -268,15 +283,29 @@ def quickstart_recipe(
                 {
                     "name": "task",
                     "sft": {
-                        "sources": [{"builtin": "fill-blank", "max_rows": 6000}, *chat],
-                        "max_length": 128,
+                        "sources": [*task, *chat],
+                        "max_length": length,
                         "val_fraction": 0.05,
+                        "replay": replay,
                     },
                     "training": {**_SFT_TRAINING, "max_minutes": budget("task")},
                 },
             ],
         }
     )
+
+
+def skill_demo(loaded, names: list[str]) -> list[dict[str, str]]:
+    """One held-out question of each skill, and the final model's answer (the skill decode)."""
+    from ..data.skills import heldout
+    from ..evaluation.skills import answer
+
+    rows = [heldout(name, 1)[0] for name in names]
+    answers = answer(loaded.model, loaded.tokenizer, rows, loaded.settings.make_schedule()) if rows else []
+    return [
+        {"skill": name, "prompt": f"{r['instruction']}\n\n{r['input']}", "answer": a, "reference": r["output"]}
+        for name, r, a in zip(names, rows, answers, strict=True)
+    ]
 
 
 def run_quickstart_full(
@@ -308,6 +337,8 @@ def run_quickstart_full(
     ]
     summary = {
         "stages": result.stages,
+        "skills": result.skills,
+        "demo": skill_demo(loaded, list(result.skills)),
         "chats": chats,
         "sampling": gen.__dict__,
         "wall_seconds": time.perf_counter() - t0,
