@@ -74,7 +74,9 @@ def test_exact_match_is_case_sensitive_nfc_and_space_insensitive_with_its_standa
 
 def test_skill_table_lists_stages_in_order_and_prints_them():
     row = {"kind": "task", "exact_match": 0.25, "stderr": 0.1}
-    table = skill_table({"cpt": {"ek": {**row, "exact_match": 0.0}}, "general": {"ek": row}, "task": {"ek": row}})
+    table = skill_table(
+        {"cpt": {"ek": {**row, "exact_match": 0.0}}, "general": {"ek": row}, "task": {"ek": row}}
+    )
     assert list(table["ek"]["exact_match"]) == ["cpt", "general", "task"] and table["ek"]["kind"] == "task"
     text = format_skills(table, {"cpt": None, "general": 3.5, "task": 2.0})
     assert "ek" in text and "25.0%" in text and "3.50" in text
@@ -115,7 +117,9 @@ def test_quickstart_full_summary_holds_the_skill_table_and_one_demo_per_skill(
         "max_length": 96,
         "replay": 0.3,
     }
-    monkeypatch.setattr(quickstart, "quickstart_recipe", lambda minutes, seed, language: recipe_from_dict(spec))
+    monkeypatch.setattr(
+        quickstart, "quickstart_recipe", lambda minutes, seed, language: recipe_from_dict(spec)
+    )
     summary = quickstart.run_quickstart_full(tmp_path / "qs", progress=False)
     saved = json.loads((tmp_path / "qs" / "summary.json").read_text(encoding="utf-8"))
     assert saved["skills"] == summary["skills"]

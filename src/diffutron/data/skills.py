@@ -80,7 +80,13 @@ SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
         Skill("tekrar", "general", "Bu ifadeyi aynen tekrar et.", "phrase", lambda s: s),
-        Skill("ters", "general", "Kelimelerin sırasını ters çevir.", "phrase", lambda s: " ".join(_words(s)[::-1])),
+        Skill(
+            "ters",
+            "general",
+            "Kelimelerin sırasını ters çevir.",
+            "phrase",
+            lambda s: " ".join(_words(s)[::-1]),
+        ),
         # 1-2 words: upper case is spelled byte by byte by the corpus BPE (~5 tokens a word)
         Skill("büyük", "general", "Büyük harflerle yaz.", "short", turkish_upper),
         Skill("ilk", "general", "İlk kelimeyi yaz.", "phrase", lambda s: _words(s)[0]),

@@ -18,12 +18,20 @@ from typing import Any
 
 import torch
 
-from ..data.skills import SKILLS, heldout
 from ..data.sft import row_to_messages
+from ..data.skills import SKILLS, heldout
 from ..sampling import GenerationConfig, generate
 from ..text.chat import extract_answer, format_chat
 
-__all__ = ["SKILL_DECODE", "answer", "evaluate_skills", "exact_match", "format_skills", "skill_prompt", "skill_table"]
+__all__ = [
+    "SKILL_DECODE",
+    "answer",
+    "evaluate_skills",
+    "exact_match",
+    "format_skills",
+    "skill_prompt",
+    "skill_table",
+]
 
 # 24 new tokens hold the longest answer (4 upper-case words are ~20 BPE tokens); one token per pass
 SKILL_DECODE = dict(max_new_tokens=24, steps=24, block_size=0, temperature=0.0, remasking="low_confidence")
@@ -36,7 +44,9 @@ def _norm(s: str) -> str:
 def exact_match(predictions: list[str], references: list[str]) -> tuple[float, float]:
     """Share of exact answers and its standard error sqrt(p(1-p)/n)."""
     if len(predictions) != len(references) or not references:
-        raise ValueError(f"need as many predictions as references (>0); got {len(predictions)}, {len(references)}")
+        raise ValueError(
+            f"need as many predictions as references (>0); got {len(predictions)}, {len(references)}"
+        )
     hits = [_norm(p) == _norm(r) for p, r in zip(predictions, references, strict=True)]
     p = sum(hits) / len(hits)
     return p, math.sqrt(p * (1 - p) / len(hits))

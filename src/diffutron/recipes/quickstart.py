@@ -303,7 +303,12 @@ def skill_demo(loaded, names: list[str]) -> list[dict[str, str]]:
     rows = [heldout(name, 1)[0] for name in names]
     answers = answer(loaded.model, loaded.tokenizer, rows, loaded.settings.make_schedule()) if rows else []
     return [
-        {"skill": name, "prompt": f"{r['instruction']}\n\n{r['input']}", "answer": a, "reference": r["output"]}
+        {
+            "skill": name,
+            "prompt": f"{r['instruction']}\n\n{r['input']}",
+            "answer": a,
+            "reference": r["output"],
+        }
         for name, r, a in zip(names, rows, answers, strict=True)
     ]
 
