@@ -97,10 +97,12 @@ def stage_config(recipe: RecipeConfig, index: int, out_dir: str | Path) -> RunCo
     if sft is not None and sft.replay > 0:
         # replay: the sources of the nearest SFT stage before this one (what it must not forget)
         earlier = [s.sft for s in recipe.stages[:index] if s.sft is not None]
-        if not earlier:
-            raise ValueError(f"stage {stage.name!r}: sft.replay needs an SFT stage before it")
         sft = copy.deepcopy(sft)
-        sft.replay_sources = copy.deepcopy(earlier[-1].sources)
+        if earlier:
+            sft.replay_sources = copy.deepcopy(earlier[-1].sources)
+        else:  # the stage run on its own (e.g. one arm of a benchmark): nothing to replay
+            log.warning("stage %r: sft.replay with no SFT stage before it: nothing replayed", stage.name)
+            sft.replay = 0.0
     # a copy: train() resolves fields in place (epochs -> max_steps), the recipe must stay as written
     return copy.deepcopy(
         RunConfig(
