@@ -16,9 +16,11 @@ of 2005) also gets the ELBO perplexity of those unseen documents, before and aft
 
 ``--full`` runs the shipped recipe ``quickstart-tr`` instead (the same recipe, built here; a test keeps
 the two equal): pre-training as above, then stage-1 general instruction
-tuning (sentence continuation from the embedded corpus, plus chatterbot-corpus's Turkish
-conversations when that package is installed), then stage-2 task-specific tuning (a fill-in-the-blank
-task, with the conversations again), and ends by answering a few chat prompts with the final model.
+tuning (six checkable skills of data/skills.py and sentence continuation from the embedded corpus,
+plus chatterbot-corpus's Turkish conversations when that package is installed), then stage-2
+task-specific tuning (the plural + locative suffix skill ``ek``, with the conversations, replaying 30 %
+of stage 1's data), and ends with the per-stage skill table (summary.json "skills"), one held-out
+question of each skill ("demo") and a few chat prompts. Other languages keep continuation/fill-blank.
 """
 
 from __future__ import annotations
