@@ -78,7 +78,7 @@ ARMS: dict[str, list[str]] = {
 }
 SETS = ("general", "task")  # the held-out sets: the rows each shipped stage holds out
 COVERS = {"general": ("general",), "task": ("task",), "mixed": ("general", "task")}  # stage -> sets
-TASK_SOURCE = "builtin:fill-blank"  # whose held-out rows the exact match decodes
+TASK_SOURCE = "builtin:skill-ek"  # whose held-out rows the exact match decodes (the task skill)
 
 
 def label(arm: str) -> str:
@@ -251,7 +251,7 @@ def answer_perplexity(loaded: Loaded, h: HeldOut, t_samples: int, progress: bool
 
 
 def task_exact_match(loaded: Loaded, h: HeldOut, n_items: int) -> dict:
-    """Greedy answers to the first ``n_items`` held-out fill-blank rows against the blanked word."""
+    """Greedy answers to the first ``n_items`` held-out rows of the task source against their answer."""
     tok = loaded.tokenizer
     rows = [i for i, s in enumerate(h.sources) if s == TASK_SOURCE][:n_items]
     if not rows:

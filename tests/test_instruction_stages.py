@@ -27,8 +27,9 @@ def test_step_budgets_are_equal_and_the_mixed_stage_keeps_every_sources_share():
             assert sum(parts) == total and max(parts) - min(parts) <= 1
     specs = mod.stage_specs(seed=3)
     weights = {s.get("builtin"): s["weight"] for s in specs["mixed"]["sft"]["sources"]}
-    assert weights == {"continuation": 1.0, "fill-blank": 1.0, "chatterbot": 8.0}  # 4 in each stage
-    assert specs["general"]["sft"]["val_fraction"] == 0.05 and specs["task"]["sft"]["max_length"] == 128
+    # chatterbot: 4 in each stage; the skills of both stages (data/skills.py) once each
+    assert weights == {"skills-general": 1.0, "continuation": 1.0, "skill-ek": 1.0, "chatterbot": 8.0}
+    assert specs["general"]["sft"]["val_fraction"] == 0.05 and specs["task"]["sft"]["max_length"] == 96
     assert specs["task"]["training"]["seed"] == 3
 
 

@@ -58,6 +58,23 @@ class Mutation:
 
 
 MUTATIONS: list[Mutation] = [
+    # --- checkable skills (issue 25) ----------------------------------------------------------
+    Mutation(
+        name="suffix-harmony-ignores-last-vowel",
+        file="src/diffutron/data/skills.py",
+        original="    for ch in reversed(turkish_lower(word)):",
+        replacement="    for ch in turkish_lower(word):",
+        tests=("tests/test_skills.py::test_plural_locative_follows_the_last_vowel",),
+        why="the suffix follows the first vowel, not the last: kitap -> kitaplerde (right for ev, okul)",
+    ),
+    Mutation(
+        name="replay-share-of-own-rows",
+        file="src/diffutron/data/sft.py",
+        original="    n = round(share / (1.0 - share) * n_own)",
+        replacement="    n = round(share * n_own)",
+        tests=("tests/test_skills.py::test_replay_mixes_the_previous_stage_rows_at_the_asked_share",),
+        why="replay: 0.3 gives 30 % of the task rows on top (23 % of the mixture), not 30 % of the mixture",
+    ),
     # --- block diffusion (issue 23) -----------------------------------------------------------
     Mutation(
         name="block-noise-one-level-per-row",

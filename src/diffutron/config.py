@@ -132,6 +132,10 @@ class SftConfig:
     seed: int = 42  # the held-out split and the mixture draw
     chat_template: str = "diffutron"  # diffutron (the BERT-style default) | tokenizer | a Jinja string
     system: str | None = None  # default system prompt for every source
+    # share of this stage's training rows replayed from the previous SFT stage's sources (forgetting):
+    # 0.3 = 30 % of the mixture; the pipeline fills replay_sources from the stage before
+    replay: float = 0.0
+    replay_sources: list[SftSourceConfig | str] = field(default_factory=list)
 
 
 @dataclass

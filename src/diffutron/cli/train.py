@@ -80,6 +80,16 @@ def _quickstart_full(args: argparse.Namespace) -> int:
     )
     print("\nThe progression (held-out ELBO perplexity before -> after each stage):")
     print(format_pipeline(PipelineResult(out_dir=out, stages=s["stages"])))
+    if s.get("skills"):
+        from ..evaluation.skills import format_skills
+
+        ppl = {st["name"]: st.get("val_answer_elbo_ppl") for st in s["stages"]}
+        print("\nSkills (exact match on held-out items ± s.e., after each stage):")
+        print(format_skills(s["skills"], ppl))
+        print("\nOne question of each skill (greedy, one token per pass):")
+        for row in s["demo"]:
+            prompt = row["prompt"].replace("\n\n", " / ")
+            print(f"  > {prompt}\n    {row['answer'] or '(empty answer)'}")
     print("\nChat with the final model (greedy, low-confidence unmasking):")
     for row in s["chats"]:
         user = row["user"].replace("\n\n", " / ")
@@ -158,6 +168,11 @@ def _run(args: argparse.Namespace) -> int:
     result = run_recipe(recipe, out, resume=args.resume, max_steps=args.max_steps)
     print(f"\nRecipe {recipe.name}: {len(result.stages)} stages done.")
     print(format_pipeline(result))
+    if result.skills:
+        from ..evaluation.skills import format_skills
+
+        print("\nSkills (exact match on held-out items ± s.e., after each stage):")
+        print(format_skills(result.skills, result.answer_ppl))
     print(
         f"Final model: {result.final_model}   per stage: {out}/<stage>/ (loss.png, summary.json, model/README.md)"
     )

@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from diffutron.config import SftConfig, SftSourceConfig, from_dict
+from diffutron.data import skills as _skills
 from diffutron.data.sources import DataReport, embedded_corpus
 from diffutron.languages import LANGUAGES, LanguagePack
 from diffutron.text.bos import with_bos
@@ -484,9 +485,19 @@ def _mixture(train: np.ndarray, weight: float, rng: np.random.Generator) -> np.n
     return np.concatenate(parts).astype(np.int64)
 
 
+def _replay(parts: list[np.ndarray], n_own: int, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Rows of the replayed sources, ``share`` of the final mixture: each source keeps its own
+    proportion among them (their weights as in the stage they came from)."""
+    pool = np.concatenate(parts)
+    n = round(share / (1.0 - share) * n_own)
+    return _mixture(pool, n / len(pool), rng)
+
+
 def _cache_key(cfg: SftConfig, sources: list[SftSourceConfig], tokenizer: Any) -> str:
     spec = [
         [asdict(s) for s in sources],
+        cfg.replay,
+        len(cfg.replay_sources),
         cfg.max_length,
         cfg.too_long,
         cfg.val_fraction,
@@ -509,7 +520,11 @@ def build_sft_data(
         raise ValueError(f"sft.max_length must be at least 2, got {cfg.max_length}")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ValueError(f"sft.val_fraction must be in [0, 1), got {cfg.val_fraction}")
-    sources = [as_source(s) for s in cfg.sources]
+    if not 0.0 <= cfg.replay < 1.0:
+        raise ValueError(f"sft.replay must be in [0, 1), got {cfg.replay}")
+    own = [as_source(s) for s in cfg.sources]
+    replayed = [as_source(s) for s in cfg.replay_sources] if cfg.replay > 0 else []
+    sources = own + replayed
     for s in sources:
         if s.system is None and cfg.system is not None:
             s.system = cfg.system
@@ -520,8 +535,10 @@ def build_sft_data(
     report = SftReport(max_length=cfg.max_length, too_long=cfg.too_long)
     rng = np.random.default_rng(cfg.seed)
     all_ids, all_p, all_a, train_parts, val_parts, offset = [], [], [], [], [], 0
-    for s in sources:
-        stats = SourceStats(source=label(s))
+    replay_parts: list[np.ndarray] = []  # the replayed sources' rows, scaled to their share below
+    for k, s in enumerate(sources):
+        is_replay = k >= len(own)
+        stats = SourceStats(source=label(s) + (" (replay)" if is_replay else ""))
         report.sources.append(stats)
         before = report.problems.n_problems
         try:
@@ -546,9 +563,14 @@ def build_sft_data(
         all_ids.append(ids)
         all_p.append(plens)
         all_a.append(alens)
-        train_parts.append(mixed + offset)
-        val_parts.append(val + offset)
+        if is_replay:  # held out by the stage it came from: this stage validates on its own rows
+            replay_parts.append(mixed + offset)
+        else:
+            train_parts.append(mixed + offset)
+            val_parts.append(val + offset)
         offset += len(ids)
+    if replay_parts and sum(map(len, replay_parts)):
+        train_parts.append(_replay(replay_parts, sum(map(len, train_parts)), cfg.replay, rng))
     if offset == 0:
         raise ValueError("the SFT sources gave no usable rows:\n" + report.summary())
     val_idx = np.concatenate(val_parts).astype(np.int64)
@@ -674,6 +696,11 @@ def _fill_blank(pack: LanguagePack) -> Iterator[dict[str, Any]]:
 for _pack in LANGUAGES.values():
     for _name, _fn in (("continuation", _continuation), ("fill-blank", _fill_blank)):
         register_builtin(_pack.builtin(_name))(functools.partial(_fn, _pack))
+
+
+# The checkable skills (data/skills.py): skills-general, skill-<name>.
+for _name, _fn in _skills.builtin_sets().items():
+    register_builtin(_name)(_fn)
 
 
 CHATTERBOT_INSTALL = "pip install --no-deps chatterbot-corpus"

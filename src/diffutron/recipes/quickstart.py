@@ -16,9 +16,11 @@ of 2005) also gets the ELBO perplexity of those unseen documents, before and aft
 
 ``--full`` runs the shipped recipe ``quickstart-tr`` instead (the same recipe, built here; a test keeps
 the two equal): pre-training as above, then stage-1 general instruction
-tuning (sentence continuation from the embedded corpus, plus chatterbot-corpus's Turkish
-conversations when that package is installed), then stage-2 task-specific tuning (a fill-in-the-blank
-task, with the conversations again), and ends by answering a few chat prompts with the final model.
+tuning (six checkable skills of data/skills.py and sentence continuation from the embedded corpus,
+plus chatterbot-corpus's Turkish conversations when that package is installed), then stage-2
+task-specific tuning (the plural + locative suffix skill ``ek``, with the conversations, replaying 30 %
+of stage 1's data), and ends with the per-stage skill table (summary.json "skills"), one held-out
+question of each skill ("demo") and a few chat prompts. Other languages keep continuation/fill-blank.
 """
 
 from __future__ import annotations
@@ -206,6 +208,13 @@ _SFT_TRAINING = dict(
 )
 
 
+# SFT rows are fixed-length: every skill row fits 96 tokens (the chat template alone is ~30), and a
+# step costs ~3/4 of a 128-token one; longer continuation rows are dropped (and counted).
+SFT_LENGTH = 96
+# Share of the task stage replaying the general stage's data (against forgetting; docs/benchmarks.md).
+REPLAY = 0.3
+
+
 def chat_prompts(language: str = DEFAULT_LANGUAGE) -> list[list[dict[str, str]]]:
     """The pack's chat prompts as one-message conversations."""
     return [[{"role": "user", "content": c}] for c in get_language(language).chat_prompts]
@@ -238,6 +247,14 @@ def quickstart_recipe(
     # chatterbot: 146 rows, repeated to count
     conversations = _CONVERSATIONS.get(language)
     chat = [{"builtin": conversations, "weight": 4.0, "optional": True}] if conversations else []
+    # the checkable skills (data/skills.py) are Turkish: another language keeps its own sets
+    turkish = language == "tr"
+    if turkish:
+        general = [{"builtin": "skills-general"}, {"builtin": "continuation", "max_rows": 3000}]
+        task, length, replay = [{"builtin": "skill-ek"}], SFT_LENGTH, REPLAY
+    else:
+        general = [{"builtin": "continuation", "max_rows": 6000}]
+        task, length, replay = [{"builtin": "fill-blank", "max_rows": 6000}], 128, 0.0
     return recipe_from_dict(
         {
             "name": f"quickstart-{language}" + ("" if mode == "mdlm" else f"-block{block_size}"),
@@ -273,8 +290,8 @@ def quickstart_recipe(
                 {
                     "name": "general",
                     "sft": {
-                        "sources": [{"builtin": "continuation", "max_rows": 6000}, *chat],
-                        "max_length": 128,
+                        "sources": [*general, *chat],
+                        "max_length": length,
                         "val_fraction": 0.05,
                     },
                     "training": {**_SFT_TRAINING, "max_minutes": budget("general")},
@@ -282,15 +299,34 @@ def quickstart_recipe(
                 {
                     "name": "task",
                     "sft": {
-                        "sources": [{"builtin": "fill-blank", "max_rows": 6000}, *chat],
-                        "max_length": 128,
+                        "sources": [*task, *chat],
+                        "max_length": length,
                         "val_fraction": 0.05,
+                        "replay": replay,
                     },
                     "training": {**_SFT_TRAINING, "max_minutes": budget("task")},
                 },
             ],
         }
     )
+
+
+def skill_demo(loaded, names: list[str]) -> list[dict[str, str]]:
+    """One held-out question of each skill, and the final model's answer (the skill decode)."""
+    from ..data.skills import heldout
+    from ..evaluation.skills import answer
+
+    rows = [heldout(name, 1)[0] for name in names]
+    answers = answer(loaded.model, loaded.tokenizer, rows, loaded.settings.make_schedule()) if rows else []
+    return [
+        {
+            "skill": name,
+            "prompt": f"{r['instruction']}\n\n{r['input']}",
+            "answer": a,
+            "reference": r["output"],
+        }
+        for name, r, a in zip(names, rows, answers, strict=True)
+    ]
 
 
 def run_quickstart_full(
@@ -325,6 +361,8 @@ def run_quickstart_full(
     ]
     summary = {
         "stages": result.stages,
+        "skills": result.skills,
+        "demo": skill_demo(loaded, list(result.skills)),
         "chats": chats,
         "sampling": gen.__dict__,
         "wall_seconds": time.perf_counter() - t0,

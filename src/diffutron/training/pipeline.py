@@ -44,6 +44,40 @@ class PipelineResult:
     out_dir: Path
     stages: list[dict] = field(default_factory=list)  # per stage: name, kind, status, dir, numbers
     final_model: Path | None = None
+    skills: dict = field(default_factory=dict)  # the skill table (evaluation.skills.skill_table)
+    answer_ppl: dict = field(default_factory=dict)  # stage -> held-out answer ELBO ppl (SFT stages)
+
+
+SKILLS_FILE = "skills.json"
+
+
+def recipe_skills(recipe: RecipeConfig) -> list[str]:
+    """The checkable skills the recipe's SFT stages train (built-in skill sources), in order."""
+    from ..data.sft import as_source
+    from ..data.skills import skills_of_builtin
+
+    names: list[str] = []
+    for stage in recipe.stages:
+        for spec in stage.sft.sources if stage.sft is not None else []:
+            src = as_source(spec)
+            names += [n for n in skills_of_builtin(src.builtin or "") if n not in names]
+    return names
+
+
+def stage_skills(path: Path, names: list[str]) -> dict:
+    """The skill rows of a finished stage's model: read from ``skills.json``, else measured and saved."""
+    saved = path / SKILLS_FILE
+    if saved.exists():
+        rows = json.loads(saved.read_text(encoding="utf-8"))
+        if list(rows) == names:
+            return rows
+    from ..evaluation.skills import evaluate_skills
+    from ..models.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(path / "model")
+    rows = evaluate_skills(loaded.model, loaded.tokenizer, names, schedule=loaded.settings.make_schedule())
+    atomic_write_json(saved, rows)
+    return rows
 
 
 def stage_dir(out_dir: Path, recipe: RecipeConfig, index: int) -> Path:
@@ -59,6 +93,16 @@ def stage_config(recipe: RecipeConfig, index: int, out_dir: str | Path) -> RunCo
         # resolved: the same folder must compare equal on resume whatever form --out was given in
         prev = (stage_dir(Path(out_dir), recipe, index - 1) / "model").resolve()
         model, tokenizer = ModelConfig(preset=None, pretrained=str(prev)), TokenizerConfig()
+    sft = stage.sft
+    if sft is not None and sft.replay > 0:
+        # replay: the sources of the nearest SFT stage before this one (what it must not forget)
+        earlier = [s.sft for s in recipe.stages[:index] if s.sft is not None]
+        sft = copy.deepcopy(sft)
+        if earlier:
+            sft.replay_sources = copy.deepcopy(earlier[-1].sources)
+        else:  # the stage run on its own (e.g. one arm of a benchmark): nothing to replay
+            log.warning("stage %r: sft.replay with no SFT stage before it: nothing replayed", stage.name)
+            sft.replay = 0.0
     # a copy: train() resolves fields in place (epochs -> max_steps), the recipe must stay as written
     return copy.deepcopy(
         RunConfig(
@@ -68,7 +112,7 @@ def stage_config(recipe: RecipeConfig, index: int, out_dir: str | Path) -> RunCo
             diffusion=stage.diffusion,
             lora=stage.lora,
             training=stage.training,
-            sft=stage.sft,
+            sft=sft,
             language=recipe.language,
         )
     )
@@ -113,6 +157,19 @@ def run_recipe(
     out_dir.mkdir(parents=True, exist_ok=True)
     result = PipelineResult(out_dir=out_dir)
     record = {"recipe": to_dict(recipe), "stages": [], "final_model": None}
+    skill_names = recipe_skills(recipe)
+    per_stage: dict[str, dict] = {}  # stage -> skill rows, in stage order
+
+    def measure_skills(i: int) -> None:
+        # every stage's model, the pre-trained one included: the table starts before the first SFT stage
+        if not skill_names:
+            return
+        from ..evaluation.skills import skill_table
+
+        per_stage[recipe.stages[i].name] = stage_skills(dirs[i], skill_names)
+        record["skills"] = skill_table(per_stage)
+        atomic_write_json(out_dir / PIPELINE_FILE, record)
+
     for i, stage in enumerate(recipe.stages):
         record["stages"].append({"name": stage.name, "status": "pending", "dir": str(dirs[i])})
     atomic_write_json(out_dir / PIPELINE_FILE, record)
@@ -130,6 +187,7 @@ def run_recipe(
             entry.update(status="done", **_headline(summary))
             if progress:
                 print(f"stage {i + 1}/{n} {stage.name}: finished earlier, skipped")
+            measure_skills(i)
             continue
         if progress:
             print(f"\n== stage {i + 1}/{n}: {stage.name} ({kind}, {method}) ==")
@@ -150,9 +208,12 @@ def run_recipe(
         atomic_write_json(out_dir / PIPELINE_FILE, record)
         if progress:
             print(_stage_line(stage.name, r.summary))
+        measure_skills(i)
 
     result.stages = record["stages"]
     result.final_model = dirs[-1] / "model"
+    result.skills = record.get("skills", {})
+    result.answer_ppl = {st["name"]: st.get("val_answer_elbo_ppl") for st in record["stages"]}
     record["final_model"] = str(result.final_model)
     atomic_write_json(out_dir / PIPELINE_FILE, record)
     return result

