@@ -34,7 +34,14 @@ class GenerationConfig:
     )
     remasking: str = _opt("low_confidence", "which masked positions to commit each step", choices=REMASKING)
     threshold: float = _opt(
-        0.9, "threshold remasking: commit every position whose confidence >= this (at least one)"
+        0.9, "threshold (margin_threshold) remasking: commit every position whose confidence (margin) >= this"
+    )
+    factor: float = _opt(1.0, "factor remasking: commit the n most confident while (n + 1)(1 - p_n) < this")
+    entropy_budget: float = _opt(
+        0.5, "entropy_budget remasking: commit lowest-entropy first while their summed entropy (nats) <= this"
+    )
+    confidence_temperature: float = _opt(
+        1.0, "divide the logits by this before scoring commits (a fitted calibration; draws unchanged)"
     )
     stochastic_counts: bool = _opt(
         False, "draw how many to commit per step from Binomial(masked, reveal probability) (MDLM)"
@@ -70,6 +77,10 @@ class GenerationConfig:
             raise ValueError(f"remasking must be one of {REMASKING}, got {self.remasking!r}")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.factor <= 0 or self.entropy_budget < 0:
+            raise ValueError("factor must be > 0 and entropy_budget >= 0")
+        if not self.confidence_temperature > 0:
+            raise ValueError(f"confidence_temperature must be > 0, got {self.confidence_temperature}")
         if self.temperature < 0:
             raise ValueError("temperature must be >= 0")
         if self.repetition_penalty <= 0:

@@ -60,8 +60,13 @@ from ..diffusion.schedules import LinearSchedule, Schedule
 from ..models.heads import MaskedLMParts, context_limit
 from ..models.kv_cache import MODE_IDS, BlockKVCache, EncoderKVCache
 from .commit import (
+    ADAPTIVE,
+    ADAPTIVE_SCORE,
     SCORERS,
     above_threshold,
+    calibrated,
+    entropy_budget_rule,
+    factor_rule,
     reveal_counts,
     stochastic_counts,
     top_k_per_row,
@@ -259,6 +264,7 @@ def _choose(
     cfg: GenerationConfig,
     generator: Generators,
     prepared_scores: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    exact_bar: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 5: commit mask [B, L] and proposals [N] (-1 where nothing was drawn) for ``n`` candidates
     at (rows, cols). ``prepared(idx)`` gives the (unfiltered, filtered) float64 logits of candidates
@@ -269,7 +275,8 @@ def _choose(
     - a score that ignores the proposal (margin, entropy, random) picks first, then draws the picks;
     - a confidence score (low_confidence, threshold) cannot exceed that of the greedy token, so:
       draw where the rule would commit if every draw were greedy; then also draw any candidate whose
-      greedy score reaches the weakest pick so far (drawing more can only raise that bar); pick."""
+      greedy score reaches the weakest pick so far (drawing more can only raise that bar); pick.
+      ``exact_bar`` False (a rule where a higher draw can admit a lower candidate: ``factor``): draw all."""
 
     device = rows.device
 
@@ -304,7 +311,7 @@ def _choose(
         return commit, tokens
     score = torch.full_like(upper, float("-inf"))
     drawn = torch.zeros_like(greedy, dtype=torch.bool)
-    todo = pick(grid(upper))[rows, cols]
+    todo = pick(grid(upper))[rows, cols] if exact_bar else torch.ones_like(drawn)
     while todo.any():  # at most twice: what stays undrawn after a round is below a bar that only rises
         draw_at(todo, score)
         drawn |= todo
@@ -417,6 +424,9 @@ def _settings(cfg: GenerationConfig, answer: bool) -> tuple:
         cfg.guidance_scale,
         cfg.remasking,
         cfg.threshold,
+        cfg.factor,
+        cfg.entropy_budget,
+        cfg.confidence_temperature,
         tuple(cfg.suppress_tokens),
         answer,
     )
@@ -509,7 +519,7 @@ class DecodeState:
         # rows with the same steps and blocks share one split and one plan (all rows, for ``generate``)
         split: dict[tuple[int, int, bool], list[int]] = {}
         for b, c in enumerate(configs):
-            split.setdefault((c.steps, int(n_blocks[b]), c.remasking == "threshold"), []).append(b)
+            split.setdefault((c.steps, int(n_blocks[b]), c.remasking in ADAPTIVE), []).append(b)
         block_steps = torch.ones(n, width_nb, dtype=torch.long)
         plans = [None] * n
         for (steps, nb, threshold), members in split.items():
@@ -547,8 +557,8 @@ class DecodeState:
             "stopped": torch.zeros(n, dtype=torch.bool),
             "answer": answer,
             "stop_eos": answer & flag(lambda c: c.stop_at_eos and self.eos_id is not None),
-            "threshold": flag(lambda c: c.remasking == "threshold"),
-            "stochastic": flag(lambda c: c.stochastic_counts and c.remasking != "threshold"),
+            "threshold": flag(lambda c: c.remasking in ADAPTIVE),  # how many: the rule decides
+            "stochastic": flag(lambda c: c.stochastic_counts and c.remasking not in ADAPTIVE),
             "guided": flag(lambda c: c.guidance_scale > 0),
             "stop_start": stop_start,
             "stop_end": torch.where(editable, pos, -1).max(1).values + 1,
@@ -759,12 +769,18 @@ class DecodeState:
             row_mask = torch.zeros(len(self), dtype=torch.bool, device=self.device)
             row_mask[in_rows] = True
             chosen = candidates & row_mask[:, None]
-            threshold = cfg.remasking == "threshold"
-            if threshold:
+            rule = cfg.remasking
+            if rule in ("threshold", "margin_threshold"):
                 pick = functools.partial(above_threshold, candidates=chosen, tau=cfg.threshold)
+            elif rule == "factor":
+                pick = functools.partial(factor_rule, candidates=chosen, factor=cfg.factor)
+            elif rule == "entropy_budget":
+                pick = functools.partial(entropy_budget_rule, candidates=chosen, budget=cfg.entropy_budget)
             else:
                 pick = functools.partial(top_k_per_row, candidates=chosen, k=k)
-            score_fn = SCORERS["low_confidence" if threshold else cfg.remasking]
+            score_fn = calibrated(SCORERS[ADAPTIVE_SCORE.get(rule, rule)], cfg.confidence_temperature)
+            # the factor rule can take a lower pick once a higher one is drawn: no early bar, draw all
+            exact_bar = rule != "factor"
             rows, cols = sub[_at(r, sel)], _at(c, sel)
             got, tokens = _choose(
                 prepared,
@@ -778,6 +794,7 @@ class DecodeState:
                 cfg,
                 self.generators,
                 prepared_scores,
+                exact_bar,
             )
             proposed[rows, cols] = tokens
             commit |= got

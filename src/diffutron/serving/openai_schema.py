@@ -62,6 +62,9 @@ class _Sampling(BaseModel):
     block_size: int | None = Field(default=None, ge=0)
     remasking: Literal[REMASKING] | None = None  # type: ignore[valid-type]
     threshold: Finite | None = Field(default=None, gt=0.0, le=1.0)
+    factor: Finite | None = Field(default=None, gt=0.0, le=100.0)
+    entropy_budget: Finite | None = Field(default=None, ge=0.0, le=100.0)
+    confidence_temperature: Finite | None = Field(default=None, gt=0.0, le=100.0)
     repetition_penalty: Finite | None = Field(default=None, gt=0.0, le=100.0)
     top_k: int | None = Field(default=None, ge=0, le=1_000_000)
     # OpenAI fields with no meaning for this server: accepted, ignored
@@ -171,6 +174,9 @@ def sampling_configs(
             "block_size",
             "remasking",
             "threshold",
+            "factor",
+            "entropy_budget",
+            "confidence_temperature",
             "repetition_penalty",
             "top_k",
         )
