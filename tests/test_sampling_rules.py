@@ -438,6 +438,8 @@ def test_factor_rule_commits_the_confident_prefix_while_n_plus_one_times_error_i
     assert factor_rule(scores, cand, 0.3).tolist() == [[True, False, False, True, False]]  # .4 >= .3
     # a prefix: once a position fails, no less confident one is taken (1.2 fails at n = 2)
     assert factor_rule(_row([0.6, 0.99]), torch.ones(1, 2, dtype=torch.bool), 1.0).tolist() == [[False, True]]
+    # (n + 1), not n: 2 x .4 = .8 passes, 3 x .45 = 1.35 does not (n x .45 = .9 would)
+    assert factor_rule(_row([0.6, 0.55]), torch.ones(1, 2, dtype=torch.bool), 1.0).tolist() == [[True, False]]
     # nothing passes (2 x 0.7 = 1.4): the best one all the same
     assert factor_rule(_row([0.2, 0.3]), torch.ones(1, 2, dtype=torch.bool), 1.0).tolist() == [[False, True]]
 

@@ -478,22 +478,24 @@ MUTATIONS: list[Mutation] = [
     ),
     # --- adaptive commit rules (issue 26) ---------------------------------------------------------
     Mutation(
-        name="factor-rule-not-a-prefix",
+        name="entropy-budget-per-token",
         file="src/diffutron/sampling/commit.py",
-        original="keep = (keep_fn(ordered) & valid).long().cummin(1).values.bool()",
-        replacement="keep = keep_fn(ordered) & valid",
+        original="lambda s: (-s).cumsum(1) <= budget",
+        replacement="lambda s: -s <= budget",
         tests=(
-            "tests/test_sampling_rules.py::"
-            "test_factor_rule_commits_the_confident_prefix_while_n_plus_one_times_error_is_below_f",
+            "tests/test_sampling_rules.py::test_entropy_budget_rule_takes_lowest_entropy_first_while_the_sum_fits",
         ),
-        why="the factor rule commits every position passing (n + 1)(1 - p_n) < f, not only the prefix",
+        why="the entropy budget bounds each token's entropy instead of their sum: a pass commits too much",
     ),
     Mutation(
         name="factor-rule-off-by-one",
         file="src/diffutron/sampling/commit.py",
         original="lambda p: (n + 1) * (1 - p) < factor",
         replacement="lambda p: n * (1 - p) < factor",
-        tests=("tests/test_sampling_rules.py::test_factor_rule_through_generate_commits_several_per_pass",),
+        tests=(
+            "tests/test_sampling_rules.py::"
+            "test_factor_rule_commits_the_confident_prefix_while_n_plus_one_times_error_is_below_f",
+        ),
         why="Fast-dLLM's factor (n + 1) written as n: more tokens per pass than the rule allows",
     ),
     Mutation(
