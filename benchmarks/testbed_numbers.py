@@ -325,6 +325,14 @@ def decoders(length: int, calibration: float = 1.0) -> list[tuple[str, Generatio
     for cache in ("prefix", "dual"):
         out.append((f"low_confidence, blocks of 8, cache {cache}", replace(base, block_size=8, cache=cache)))
         out.append((f"threshold τ=0.9, blocks of 8, cache {cache}", replace(fast, cache=cache)))
+    # the cache's cost at equal passes, and a refresh every k steps inside a block against it
+    for k in (2, 4):
+        dual = replace(base, block_size=8, cache="dual", cache_refresh=k)
+        out.append((f"low_confidence, blocks of 8, cache dual, refresh {k}", dual))
+    for f in (0.5, 1.0):
+        blocks = replace(base, remasking="factor", factor=f, block_size=8)
+        out.append((f"factor f={f}, blocks of 8", blocks))
+        out.append((f"factor f={f}, blocks of 8, cache dual", replace(blocks, cache="dual")))
     return out
 
 

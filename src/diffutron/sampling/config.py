@@ -65,6 +65,9 @@ class GenerationConfig:
         "dual (the suffix too); refreshed at every block",
         choices=CACHE_MODES,
     )
+    cache_refresh: int = _opt(
+        0, "with a cache: also refresh it every this many steps inside a block (0: only at a new block)"
+    )
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
@@ -89,6 +92,8 @@ class GenerationConfig:
             raise ValueError("top_k must be >= 0 and top_p in (0, 1]")
         if self.guidance_scale < 0:
             raise ValueError("guidance_scale must be >= 0")
+        if self.cache_refresh < 0:
+            raise ValueError(f"cache_refresh must be >= 0, got {self.cache_refresh}")
         if self.cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {CACHE_MODES}, got {self.cache!r}")
         if self.cache != "none" and self.guidance_scale > 0:

@@ -474,7 +474,7 @@ class DecodeState:
     _ROWS = (
         "canvas attention editable given block commit_step block_steps plan n_blocks cap cur step_in_block"
         " steps passes finished stopped answer stop_eos threshold stochastic guided stop_start stop_end"
-        " stop_seen cache_mode"
+        " stop_seen cache_mode cache_refresh"
     ).split()
 
     def __init__(self, model: torch.nn.Module, tokenizer, schedule: Schedule, mask_id: int):
@@ -564,6 +564,7 @@ class DecodeState:
             "stop_end": torch.where(editable, pos, -1).max(1).values + 1,
             "stop_seen": stop_start.clone(),
             "cache_mode": torch.tensor([MODE_IDS[c.cache] for c in configs], dtype=torch.long),
+            "cache_refresh": torch.tensor([c.cache_refresh for c in configs], dtype=torch.long),
         }
         if self.kv is None and any(c.cache != "none" for c in configs):
             # raises for a backbone it cannot run; a block model's cache is exact (``BlockKVCache``)
@@ -719,6 +720,9 @@ class DecodeState:
                 current=self.block[sub, :w] == self.cur[sub, None],
                 block=self.cur[sub],
                 mode=self.cache_mode[sub],
+                # every k-th step inside a block: the whole canvas again (0: only at a new block)
+                refresh=(self.cache_refresh[sub] > 0)
+                & (self.step_in_block[sub] % self.cache_refresh[sub].clamp(min=1) == 0),
             )
         if self.diffusion_block is not None:
             blocks = self.block[sub, :w]
