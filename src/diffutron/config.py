@@ -57,9 +57,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if not self.sources:  # found by the fuzz suite: else "the data gave 0 blocks", naming nothing
-            raise ConfigError(
-                "data.sources is empty: list at least one corpus (a path, 'hub:<id>' or 'embedded')"
-            )
+            raise ConfigError("data.sources is empty: list at least one corpus (a path, 'hub:<id>' or 'embedded')")
 
 
 @dataclass
@@ -69,16 +67,10 @@ class DiffusionConfig:
     normalization: str = "token"  # token | sequence
     stratified_t: bool = True  # systematic t (or k) over each batch: (u + i/B) mod 1, one shared offset u
     t_eps: float = 1e-3
-    estimator: str = (
-        "time"  # time: Bernoulli(1 - alpha(t)) masks, weight w(t) | count: k ~ U{1..n} masks, weight n/k
-    )
+    estimator: str = "time"  # time: Bernoulli(1 - alpha(t)) masks, weight w(t) | count: k ~ U{1..n} masks, weight n/k
     mode: str = "mdlm"  # mdlm (the published Diffutron) | block: BD3-LM, autoregressive over blocks (docs/block-diffusion.md)
-    block_size: int | None = (
-        None  # block mode: tokens per block (L'); L' = the row length is the MDLM, 1 is autoregressive
-    )
-    t_clip: list[float] | None = (
-        None  # [beta, omega]: train on t ~ U[beta, omega] (BD3-LM's clipped levels); eval never clips
-    )
+    block_size: int | None = None  # block mode: tokens per block (L'); L' = the row length is the MDLM, 1 is autoregressive
+    t_clip: list[float] | None = None  # [beta, omega]: train on t ~ U[beta, omega] (BD3-LM's clipped levels); eval never clips
 
     def __post_init__(self) -> None:
         # checked here so a typo fails when the config loads, not at the first training step
@@ -92,9 +84,7 @@ class DiffusionConfig:
         except ValueError as exc:
             raise ConfigError(f"diffusion: {exc}") from None
         if self.mode == "mdlm" and self.block_size is not None:
-            raise ConfigError(
-                "diffusion.block_size is set but diffusion.mode is 'mdlm': set mode: block, or drop it"
-            )
+            raise ConfigError("diffusion.block_size is set but diffusion.mode is 'mdlm': set mode: block, or drop it")
 
 
 @dataclass
@@ -166,15 +156,9 @@ class TrainingConfig:
     log_every: int = 10
     seed: int = 0
     precision: str = "auto"  # auto (bf16 on GPUs and on CPUs with AMX/AVX512-BF16, else fp32; logged) | fp32 (alias: no) | bf16 | fp16
-    gradient_checkpointing: bool = (
-        False  # recompute activations in backward (transformers'): less memory, more time
-    )
-    compile: bool | str = (
-        "auto"  # torch.compile the encoder: true | false | auto (one CUDA device; off on CPU: it does not pay back)
-    )
-    max_logit_elements: int | None = (
-        None  # logits per chunk of the head (rows x vocabulary); none: models.heads.MAX_LOGIT_ELEMENTS (32M)
-    )
+    gradient_checkpointing: bool = False  # recompute activations in backward (transformers'): less memory, more time
+    compile: bool | str = "auto"  # torch.compile the encoder: true | false | auto (one CUDA device; off on CPU: it does not pay back)
+    max_logit_elements: int | None = None  # logits per chunk of the head (rows x vocabulary); none: models.heads.MAX_LOGIT_ELEMENTS (32M)
 
     def __post_init__(self) -> None:
         # found by the fuzz suite: a batch of -1 sequences failed deep inside torch.cat, naming nothing

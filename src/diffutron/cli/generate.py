@@ -109,9 +109,7 @@ def _generate(args: argparse.Namespace) -> int:
         batch = prompts[i : i + args.batch_size]
         t0 = time.perf_counter()
         try:
-            out = generate(
-                loaded.model, loaded.tokenizer, batch, cfg, schedule=schedule, mask_id=loaded.mask_id
-            )
+            out = generate(loaded.model, loaded.tokenizer, batch, cfg, schedule=schedule, mask_id=loaded.mask_id)
         except ValueError as exc:  # say which prompts (and which file) the engine refused
             source = f" of --prompts-file {args.prompts_file}" if args.prompts_file else ""
             raise ValueError(f"prompts {i + 1}-{i + len(batch)}{source}: {exc}") from exc

@@ -184,9 +184,7 @@ def add_parsers(sub) -> None:
         default="mdlm",
         help="mdlm (default, the published Diffutron) or block: block diffusion, BD3-LM (docs/block-diffusion.md)",
     )
-    p.add_argument(
-        "--block-size", type=int, default=16, help="tokens per block with --mode block (default 16)"
-    )
+    p.add_argument("--block-size", type=int, default=16, help="tokens per block with --mode block (default 16)")
     p.add_argument(
         "--full",
         action="store_true",

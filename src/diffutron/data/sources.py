@@ -224,9 +224,7 @@ def _readable(records: _Records, source: str) -> _Records:
             yield record
     except (OSError, EOFError, zlib.error) as exc:
         where = f"after record {line}" if line else "at the start"
-        raise ValueError(
-            f"{label}: the file cannot be read {where}: {exc} (a truncated or damaged file?)"
-        ) from exc
+        raise ValueError(f"{label}: the file cannot be read {where}: {exc} (a truncated or damaged file?)") from exc
 
 
 # (source label, 1-based record number, raw text, whether the text is one chunk of a longer line)

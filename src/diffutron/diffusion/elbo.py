@@ -112,15 +112,7 @@ def elbo_perplexity(
                 noisy, masked = mask_tokens(ids, mk, t, schedule, mask_id, generator=generator)
                 weights = schedule.weight(t)
             nll = weighted_masked_nll(
-                parts,
-                ids,
-                noisy,
-                masked,
-                am,
-                weights,
-                suppress_id=mask_id,
-                block_size=block_size,
-                maskable=mk,
+                parts, ids, noisy, masked, am, weights, suppress_id=mask_id, block_size=block_size, maskable=mk
             )
             total += nll.sum(dim=1).double().cpu()
         total *= 1.0 / t_samples

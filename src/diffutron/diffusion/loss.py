@@ -61,9 +61,7 @@ class LossOutput:
 def _bare(parts: torch.nn.Module) -> MaskedLMParts:
     """The ``MaskedLMParts`` inside an accelerate wrapper (DDP: ``.module``), to read its config;
     the call itself still goes through the wrapper."""
-    while not isinstance(parts, MaskedLMParts) and isinstance(
-        getattr(parts, "module", None), torch.nn.Module
-    ):
+    while not isinstance(parts, MaskedLMParts) and isinstance(getattr(parts, "module", None), torch.nn.Module):
         parts = parts.module
     return parts
 

@@ -167,9 +167,7 @@ def load_checkpoint(
     try:
         tokenizer = AutoTokenizer.from_pretrained(src, revision=revision)
     except Exception as exc:  # noqa: BLE001 - a missing, truncated or foreign tokenizer: many types
-        raise ValueError(
-            f"{src}: the tokenizer does not load ({type(exc).__name__}: {_first_line(exc)})"
-        ) from exc
+        raise ValueError(f"{src}: the tokenizer does not load ({type(exc).__name__}: {_first_line(exc)})") from exc
     try:
         with quiet_weight_loading():
             model = AutoModelForMaskedLM.from_pretrained(src, revision=revision, dtype=dtype)

@@ -197,9 +197,7 @@ class MaskedLMParts(nn.Module):
         """Cross-entropy [N] of ``targets`` at the ``masked`` positions [B, L] of the noisy batch.
         ``max_logit_elements``: logits per chunk of the head (default ``MAX_LOGIT_ELEMENTS``).
         ``position_ids``: with a block-diffusion mask (``encode``)."""
-        hidden = self.encode(
-            noisy_ids, attention_mask, position_ids
-        )  # [B, L, H] (or [B, L, V] for the fallback)
+        hidden = self.encode(noisy_ids, attention_mask, position_ids)  # [B, L, H] (or [B, L, V] for the fallback)
         if sparse_head and self.sparse_head:
             head, suppress = self.head, suppress_id
             if suppress_id is not None and self._decoder is not None:

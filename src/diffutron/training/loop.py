@@ -326,10 +326,7 @@ def _prepare(cfg: RunConfig, out_dir: Path, resume: bool, max_steps: int | None)
         # process, so on N processes the warmup and cosine ran N times too fast
         step_scheduler_with_optimizer=False,
     )
-    if (
-        os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
-        and accelerator.distributed_type != DistributedType.FSDP
-    ):
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type != DistributedType.FSDP:
         # accelerate turns an FSDP launch config on CPU into DDP without a word (its FSDP branch
         # exists only for GPU-type devices): a run must not claim sharding it does not do
         raise ValueError(
@@ -467,9 +464,7 @@ def gather_full_model(
     from torch.distributed.fsdp import FullyShardedDataParallel
     from torch.distributed.tensor import DTensor
 
-    sharded = isinstance(parts, FullyShardedDataParallel) or any(
-        isinstance(p, DTensor) for p in parts.parameters()
-    )
+    sharded = isinstance(parts, FullyShardedDataParallel) or any(isinstance(p, DTensor) for p in parts.parameters())
     if not sharded:
         return extract_model_from_parallel(parts).model if main else None
     full = get_model_state_dict(parts, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -550,11 +545,7 @@ def _evaluate(run: _Run, step: int) -> dict:
 
 
 def _finish(
-    run: _Run,
-    first_eval: dict | None,
-    tokens_per_second: float,
-    card: dict | None,
-    first_step_s: float | None,
+    run: _Run, first_eval: dict | None, tokens_per_second: float, card: dict | None, first_step_s: float | None
 ) -> TrainResult:
     """Phase 4, save: final checkpoint, validation, model folder (LoRA merged) + card, plot, summary."""
     cfg, tc, state, data = run.cfg, run.cfg.training, run.state, run.data

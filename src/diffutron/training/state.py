@@ -104,11 +104,8 @@ def save_training_checkpoint(
         raise OSError(
             exc.errno,
             f"cannot write checkpoint {final.name} in {root}: {reason}. "
-            + (
-                f"The last good checkpoint, {last}, is intact: free space and rerun with --resume."
-                if last is not None
-                else "No earlier checkpoint exists."
-            ),
+            + (f"The last good checkpoint, {last}, is intact: free space and rerun with --resume."
+               if last is not None else "No earlier checkpoint exists."),
         ) from exc
     if accelerator.is_main_process and keep_last > 0:
         for old in checkpoint_dirs(root)[:-keep_last]:
@@ -176,7 +173,5 @@ def load_latest_checkpoint(
             first_error = first_error or exc
             log.warning("ignoring checkpoint %s: it does not load (%s)", path, exc)
     if first_error is not None:
-        raise RuntimeError(
-            f"no checkpoint in {root} loads; the newest failed with: {first_error}"
-        ) from first_error
+        raise RuntimeError(f"no checkpoint in {root} loads; the newest failed with: {first_error}") from first_error
     return None
