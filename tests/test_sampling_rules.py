@@ -496,3 +496,21 @@ def test_factor_rule_with_sampling_draws_and_finishes(tokenizer):
     steps = answer_steps(out, 6)
     assert min(steps) == 0 and all(s >= 0 for s in steps)  # every position written, several at once
     assert steps.count(0) >= 2
+
+
+def test_remasking_revises_unsure_tokens_within_its_budget(tokenizer):
+    # A (.3) and B (.2), tau .9: one per pass. With remask_threshold .4, each pass re-masks the earlier
+    # token (still below .4) until the budget is spent: A@0, B@1 (A out), A@2 (B out), B@3.
+    rows = {2: confident(300, 0.3), 3: confident(301, 0.2)}
+    cfg = {"remasking": "threshold", "threshold": 0.9}
+    plain, _ = run(tokenizer, rows, n_new=2, **cfg)
+    assert answer_steps(plain, 2) == [0, 1] and plain.forward_passes == 2
+    for budget, steps in ((2, [2, 3]), (1, [2, 1])):
+        out, model = run(tokenizer, rows, n_new=2, remask_threshold=0.4, remask_budget=budget, **cfg)
+        assert answer_steps(out, 2) == steps
+        assert out.forward_passes == model.calls == 2 + budget  # each re-mask cost one pass
+        assert out.token_ids[0][:2] == [300, 301]
+    sure, _ = run(tokenizer, rows, n_new=2, remask_threshold=0.1, remask_budget=4, **cfg)
+    assert sure.forward_passes == 2  # nothing fell below .1: nothing re-masked
+    with pytest.raises(ValueError, match="remask_threshold"):
+        GenerationConfig(remask_threshold=1.0).validate()

@@ -43,6 +43,14 @@ class GenerationConfig:
     confidence_temperature: float = _opt(
         1.0, "divide the logits by this before scoring commits (a fitted calibration; draws unchanged)"
     )
+    remask_threshold: float = _opt(
+        0.0,
+        "re-mask a token committed at an earlier pass of the current block whose probability has fallen "
+        "below this (0: never; committed tokens are then final)",
+    )
+    remask_budget: int = _opt(
+        4, "with remask_threshold: the most tokens a row may re-mask in all (each costs at most one pass)"
+    )
     stochastic_counts: bool = _opt(
         False, "draw how many to commit per step from Binomial(masked, reveal probability) (MDLM)"
     )
@@ -92,6 +100,8 @@ class GenerationConfig:
             raise ValueError("top_k must be >= 0 and top_p in (0, 1]")
         if self.guidance_scale < 0:
             raise ValueError("guidance_scale must be >= 0")
+        if not 0.0 <= self.remask_threshold < 1.0 or self.remask_budget < 0:
+            raise ValueError("remask_threshold must be in [0, 1) and remask_budget >= 0")
         if self.cache_refresh < 0:
             raise ValueError(f"cache_refresh must be >= 0, got {self.cache_refresh}")
         if self.cache not in CACHE_MODES:

@@ -474,7 +474,7 @@ class DecodeState:
     _ROWS = (
         "canvas attention editable given block commit_step block_steps plan n_blocks cap cur step_in_block"
         " steps passes finished stopped answer stop_eos threshold stochastic guided stop_start stop_end"
-        " stop_seen cache_mode cache_refresh"
+        " stop_seen cache_mode cache_refresh remask_bar remask_left"
     ).split()
 
     def __init__(self, model: torch.nn.Module, tokenizer, schedule: Schedule, mask_id: int):
@@ -486,6 +486,7 @@ class DecodeState:
         fill = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.fill = mask_id if fill is None else fill  # padding is never attended to; any id will do
         self.forward_passes = 0  # network calls (a batched call counts once)
+        self.remasked = 0  # tokens re-masked (remask_threshold), all rows
         self.configs: list[GenerationConfig] = []
         self.generators: list[torch.Generator] = []
         self.stops: list[tuple[str, ...]] = []
@@ -548,7 +549,8 @@ class DecodeState:
             # a row commits at least one token per pass and waits at most its block's steps per block,
             # so it is done within this many steps; past it a broken commit rule would loop forever
             "cap": editable.sum(1)
-            + torch.where(torch.arange(width_nb) < n_blocks[:, None], block_steps, 0).sum(1),
+            + torch.where(torch.arange(width_nb) < n_blocks[:, None], block_steps, 0).sum(1)
+            + torch.tensor([c.remask_budget if c.remask_threshold > 0 else 0 for c in configs]),
             "cur": torch.zeros(n, dtype=torch.long),
             "step_in_block": torch.zeros(n, dtype=torch.long),
             "steps": torch.zeros(n, dtype=torch.long),
@@ -565,6 +567,10 @@ class DecodeState:
             "stop_seen": stop_start.clone(),
             "cache_mode": torch.tensor([MODE_IDS[c.cache] for c in configs], dtype=torch.long),
             "cache_refresh": torch.tensor([c.cache_refresh for c in configs], dtype=torch.long),
+            "remask_bar": torch.tensor([c.remask_threshold for c in configs], dtype=torch.float64),
+            "remask_left": torch.tensor(
+                [c.remask_budget if c.remask_threshold > 0 else 0 for c in configs], dtype=torch.long
+            ),
         }
         if self.kv is None and any(c.cache != "none" for c in configs):
             # raises for a backbone it cannot run; a block model's cache is exact (``BlockKVCache``)
@@ -701,6 +707,15 @@ class DecodeState:
             w = min(w, int(torch.where(in_cur, pos, -1).max()) + 1)
         ids, att, cand = self.canvas[sub, :w], self.attention[sub, :w], candidates[sub, :w]
         r, c = cand.nonzero(as_tuple=True)
+        # re-masking: the tokens committed at earlier passes of the current block, re-scored this pass
+        revisable = (
+            (self.remask_left[sub] > 0)[:, None]
+            & self.editable[sub, :w]
+            & (ids != mask_id)
+            & (self.block[sub, :w] == self.cur[sub, None])
+            & (self.commit_step[sub, :w] >= 0)
+        )
+        rr, rc = revisable.nonzero(as_tuple=True)
         guided = self.guided[sub]
         uncond_at, uidx = None, None
         if bool(guided.any()):  # the unconditional copies: the condition masked, padding stays padding
@@ -734,7 +749,10 @@ class DecodeState:
                 encode = functools.partial(self._encode_blocks, blocks)
                 if self.kv is not None:
                     self.kv.upto[sub] = 0  # their caches missed this pass: rebuilt at their next one
-        head, uncond_head = forward_candidates(self.parts, ids, att, (r, c), uncond_at, encode)
+        n_cand = len(r)
+        at = (torch.cat([r, rr]), torch.cat([c, rc])) if len(rr) else (r, c)
+        head, uncond_head = forward_candidates(self.parts, ids, att, at, uncond_at, encode)
+        head, revised = head[:n_cand], head[n_cand:]
         self.forward_passes += 1
         vocab = head.shape[-1]
         seen_all = None
@@ -804,7 +822,28 @@ class DecodeState:
             commit |= got
         self.canvas = torch.where(commit, proposed, self.canvas)
         self.commit_step = torch.where(commit, self.steps[:, None], self.commit_step)
+        if len(rr):
+            self._remask(sub[rr], rc, revised)
         return commit
+
+    def _remask(self, rows: torch.Tensor, cols: torch.Tensor, logits: torch.Tensor) -> None:
+        """Re-mask committed tokens whose probability under this pass fell below their row's bar, the
+        least likely first, at most the row's remaining budget (ReMDM-style revision inside the block)."""
+        tokens = self.canvas[rows, cols]
+        temps = torch.tensor([self.configs[int(b)].confidence_temperature for b in rows.tolist()])
+        scaled = logits.double() / temps.to(logits.device)[:, None]
+        p = (scaled.gather(1, tokens[:, None]).squeeze(1) - scaled.logsumexp(-1)).exp()
+        low = p < self.remask_bar[rows]
+        if not bool(low.any()):
+            return
+        score = torch.full(tuple(self.canvas.shape), float("inf"), dtype=torch.float64, device=self.device)
+        score[rows[low], cols[low]] = p[low]
+        # the k least likely of each row: rank by minus the probability
+        worst = top_k_per_row(-score, torch.isfinite(score), self.remask_left)
+        self.canvas = torch.where(worst, self.mask_id, self.canvas)
+        self.commit_step = torch.where(worst, -1, self.commit_step)
+        self.remask_left -= worst.sum(1)
+        self.remasked += int(worst.sum())
 
     def _encode_blocks(
         self, blocks: torch.Tensor, ids: torch.Tensor, attention: torch.Tensor
