@@ -307,6 +307,19 @@ def decoders(length: int, calibration: float = 1.0) -> list[tuple[str, Generatio
         out.append((f"entropy_budget {b} nats", replace(base, remasking="entropy_budget", entropy_budget=b)))
     for tau in (0.98, 0.9, 0.7, 0.5):
         out.append((f"margin_threshold {tau}", replace(base, remasking="margin_threshold", threshold=tau)))
+    for bar in (0.3, 0.6):  # re-masking: the fast rules with a budget of 4 revisions per answer
+        out.append(
+            (
+                f"threshold τ=0.9, remask < {bar}",
+                replace(base, remasking="threshold", threshold=0.9, remask_threshold=bar, remask_budget=4),
+            )
+        )
+        out.append(
+            (
+                f"factor f=1.0, remask < {bar}",
+                replace(base, remasking="factor", factor=1.0, remask_threshold=bar, remask_budget=4),
+            )
+        )
     if calibration != 1.0:
         cal = replace(base, confidence_temperature=calibration)
         for tau in (0.95, 0.9):
