@@ -65,6 +65,8 @@ class _Sampling(BaseModel):
     factor: Finite | None = Field(default=None, gt=0.0, le=100.0)
     entropy_budget: Finite | None = Field(default=None, ge=0.0, le=100.0)
     confidence_temperature: Finite | None = Field(default=None, gt=0.0, le=100.0)
+    remask_threshold: Finite | None = Field(default=None, ge=0.0, lt=1.0)
+    remask_budget: int | None = Field(default=None, ge=0, le=1024)
     repetition_penalty: Finite | None = Field(default=None, gt=0.0, le=100.0)
     top_k: int | None = Field(default=None, ge=0, le=1_000_000)
     # OpenAI fields with no meaning for this server: accepted, ignored
@@ -177,6 +179,8 @@ def sampling_configs(
             "factor",
             "entropy_budget",
             "confidence_temperature",
+            "remask_threshold",
+            "remask_budget",
             "repetition_penalty",
             "top_k",
         )
