@@ -5,7 +5,8 @@
 
 OpenAI's fields (``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``n``, ``seed``, ``stream``) map onto
 ``GenerationConfig``; the diffusion settings (``preset``, ``steps``, ``block_size``, ``remasking``,
-``threshold``, ``repetition_penalty``, ``top_k``) are extra body fields (the ``openai`` client passes them
+``threshold``, ``factor``, ``entropy_budget``, ``confidence_temperature``, ``remask_threshold``,
+``remask_budget``, ``repetition_penalty``, ``top_k``) are extra body fields (the ``openai`` client passes them
 with ``extra_body=``). ``stream_canvas: true`` streams the whole partial canvas after every step instead
 of text deltas (the page uses it). Unknown fields are rejected by name, except OpenAI fields that do not
 apply to a diffusion model, which are accepted and ignored (listed in ``IGNORED``).
