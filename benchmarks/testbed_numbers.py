@@ -188,6 +188,7 @@ def testbed_recipe(
     context: int = 0,
     context_minutes: float = 5.0,
     steps: int = 100_000,
+    more_steps: int = 0,
 ):
     stages = [
         {
@@ -208,6 +209,20 @@ def testbed_recipe(
             },
         }
     ]
+    if more_steps:  # a longer budget without retraining: continue the cached model on the same rows
+        stages.append(
+            {
+                "name": f"more{more_steps}",
+                "sft": {"sources": [{"path": str(rows)}], "max_length": 64, "val_fraction": 0.01},
+                "training": {
+                    **stages[0]["training"],
+                    "max_steps": more_steps,
+                    "max_minutes": 10_000,
+                    "lr": 1e-3,
+                    "warmup_steps": 20,
+                },
+            }
+        )
     if context:
         long_rows = rows.with_name(f"train-context{context}.jsonl")
         stages.append(
@@ -390,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
         default=100_000,
         help="training step cap (first run only; equal compute under load)",
     )
+    ap.add_argument(
+        "--more-steps",
+        type=int,
+        default=0,
+        help="continue the cached model this many steps more (a stage of its own, lr 1e-3): EM against budget",
+    )
     ap.add_argument("--train-items", type=int, default=100_000)
     ap.add_argument("--items", type=int, default=200, help="held-out items per decoder")
     ap.add_argument(
@@ -430,7 +451,14 @@ def main(argv: list[str] | None = None) -> int:
         out / "task", args.train_items, args.items, args.seed, args.task
     )
     recipe = testbed_recipe(
-        rows, tokenizer_dir, args.minutes, args.seed, args.context, args.context_minutes, args.steps
+        rows,
+        tokenizer_dir,
+        args.minutes,
+        args.seed,
+        args.context,
+        args.context_minutes,
+        args.steps,
+        args.more_steps,
     )
     last = out / recipe.stages[-1].name
     if args.context and not rows.with_name(f"train-context{args.context}.jsonl").exists():
