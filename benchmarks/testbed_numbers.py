@@ -40,6 +40,7 @@ import torch
 from diffutron.config import recipe_from_dict
 from diffutron.models.checkpoint import load_checkpoint
 from diffutron.sampling import GenerationConfig, generate
+from diffutron.sampling.prompts import encode_prompt
 from diffutron.text import train_tokenizer
 from diffutron.text.chat import extract_answer
 from diffutron.training.pipeline import run_recipe
@@ -186,13 +187,15 @@ def testbed_recipe(
     seed: int,
     context: int = 0,
     context_minutes: float = 5.0,
+    steps: int = 100_000,
+    more_steps: int = 0,
 ):
     stages = [
         {
             "name": "numbers",
             "sft": {"sources": [{"path": str(rows)}], "max_length": 64, "val_fraction": 0.01},
             "training": {
-                "max_steps": 100_000,
+                "max_steps": steps,
                 "max_minutes": minutes,
                 "batch_size": 32,
                 "lr": 2e-3,
@@ -206,6 +209,20 @@ def testbed_recipe(
             },
         }
     ]
+    if more_steps:  # a longer budget without retraining: continue the cached model on the same rows
+        stages.append(
+            {
+                "name": f"more{more_steps}",
+                "sft": {"sources": [{"path": str(rows)}], "max_length": 64, "val_fraction": 0.01},
+                "training": {
+                    **stages[0]["training"],
+                    "max_steps": more_steps,
+                    "max_minutes": 10_000,
+                    "lr": 1e-3,
+                    "warmup_steps": 20,
+                },
+            }
+        )
     if context:
         long_rows = rows.with_name(f"train-context{context}.jsonl")
         stages.append(
@@ -277,8 +294,9 @@ def measure(loaded, prompts: list[str], gold: list[str], cfg: GenerationConfig, 
     )
 
 
-def decoders(length: int) -> list[tuple[str, GenerationConfig]]:
-    """The reference (low-confidence, one token per pass, one block) and every knob against it."""
+def decoders(length: int, calibration: float = 1.0) -> list[tuple[str, GenerationConfig]]:
+    """The reference (low-confidence, one token per pass, one block) and every knob against it.
+    ``calibration``: the fitted confidence temperature (``--calibrate``) for the calibrated rows."""
     base = GenerationConfig(max_new_tokens=length, steps=length, block_size=length, temperature=0.0)
     out = [("low_confidence, 1 token/pass", base)]
     for rule in ("margin", "entropy", "random"):
@@ -297,12 +315,83 @@ def decoders(length: int) -> list[tuple[str, GenerationConfig]]:
     out.append(("low_confidence, blocks of 8, 4 tokens/pass", replace(base, block_size=8, steps=length // 4)))
     for tau in (0.99, 0.95, 0.9, 0.8, 0.7, 0.5):
         out.append((f"threshold τ={tau}", replace(base, remasking="threshold", threshold=tau)))
+    # the adaptive rules of issue 26: each a curve of exact match against passes
+    for f in (0.25, 0.5, 1.0, 2.0):
+        out.append((f"factor f={f}", replace(base, remasking="factor", factor=f)))
+    for b in (0.05, 0.2, 0.5, 1.0):
+        out.append((f"entropy_budget {b} nats", replace(base, remasking="entropy_budget", entropy_budget=b)))
+    for tau in (0.98, 0.9, 0.7, 0.5):
+        out.append((f"margin_threshold {tau}", replace(base, remasking="margin_threshold", threshold=tau)))
+    for bar in (0.3, 0.6):  # re-masking: the fast rules with a budget of 4 revisions per answer
+        out.append(
+            (
+                f"threshold τ=0.9, remask < {bar}",
+                replace(base, remasking="threshold", threshold=0.9, remask_threshold=bar, remask_budget=4),
+            )
+        )
+        out.append(
+            (
+                f"factor f=1.0, remask < {bar}",
+                replace(base, remasking="factor", factor=1.0, remask_threshold=bar, remask_budget=4),
+            )
+        )
+    if calibration != 1.0:
+        cal = replace(base, confidence_temperature=calibration)
+        for tau in (0.95, 0.9):
+            out.append(
+                (
+                    f"calibrated T={calibration:.2f} threshold τ={tau}",
+                    replace(cal, remasking="threshold", threshold=tau),
+                )
+            )
+        for f in (0.5, 1.0):
+            out.append(
+                (f"calibrated T={calibration:.2f} factor f={f}", replace(cal, remasking="factor", factor=f))
+            )
     fast = replace(base, remasking="threshold", threshold=0.9, block_size=8)
     out.append(("threshold τ=0.9, blocks of 8", fast))
     for cache in ("prefix", "dual"):
         out.append((f"low_confidence, blocks of 8, cache {cache}", replace(base, block_size=8, cache=cache)))
         out.append((f"threshold τ=0.9, blocks of 8, cache {cache}", replace(fast, cache=cache)))
+    # the cache's cost at equal passes, and a refresh every k steps inside a block against it
+    for k in (2, 4):
+        dual = replace(base, block_size=8, cache="dual", cache_refresh=k)
+        out.append((f"low_confidence, blocks of 8, cache dual, refresh {k}", dual))
+    for f in (0.5, 1.0):
+        blocks = replace(base, remasking="factor", factor=f, block_size=8)
+        out.append((f"factor f={f}, blocks of 8", blocks))
+        out.append((f"factor f={f}, blocks of 8, cache dual", replace(blocks, cache="dual")))
     return out
+
+
+def fit_calibration(loaded, prompts: list[str], gold: list[str], seed: int) -> float:
+    """The confidence temperature T minimising the gold tokens' negative log-likelihood at masked answer
+    positions (each answer masked at a uniform random rate, as during decoding), on items held out from
+    the measured ones. A grid over T: one scalar, no gradient needed."""
+    model, tok = loaded.model, loaded.tokenizer
+    mask_id, gen = tok.mask_token_id, torch.Generator().manual_seed(seed)
+    logits_all, gold_all = [], []
+    with torch.no_grad():
+        for prompt, answer in zip(prompts, gold, strict=True):
+            p_ids = encode_prompt(tok, prompt)  # with <bos>, as the sampler encodes it
+            a_ids = tok(answer + "\n[/Answer]", add_special_tokens=False).input_ids
+            ids = torch.tensor([[*p_ids, *a_ids]])
+            start = len(p_ids)
+            rate = torch.rand((), generator=gen)
+            hide = torch.rand(len(a_ids), generator=gen) < rate
+            hide[torch.randint(len(a_ids), (), generator=gen)] = True  # at least one
+            ids[0, start:][hide] = mask_id
+            out = model(input_ids=ids).logits[0, start:][hide].double()
+            logits_all.append(out)
+            gold_all.append(torch.tensor(a_ids)[hide])
+    logits, target = torch.cat(logits_all), torch.cat(gold_all)
+    grid = [0.5 + 0.05 * i for i in range(61)]  # 0.5 .. 3.5
+    nll = [torch.nn.functional.cross_entropy(logits / t, target).item() for t in grid]
+    best = grid[min(range(len(grid)), key=nll.__getitem__)]
+    print(
+        f"calibration: T = {best:.2f} (NLL {min(nll):.4f} vs {nll[grid.index(1.0)]:.4f} at T = 1) on {len(target)} tokens"
+    )
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,6 +399,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", choices=("full", "easy"), default="easy", help="see items()")
     ap.add_argument("--out", help="default: runs/testbed-numbers-<task>")
     ap.add_argument("--minutes", type=float, default=9.5, help="training budget (first run only)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=100_000,
+        help="training step cap (first run only; equal compute under load)",
+    )
+    ap.add_argument(
+        "--more-steps",
+        type=int,
+        default=0,
+        help="continue the cached model this many steps more (a stage of its own, lr 1e-3): EM against budget",
+    )
     ap.add_argument("--train-items", type=int, default=100_000)
     ap.add_argument("--items", type=int, default=200, help="held-out items per decoder")
     ap.add_argument(
@@ -329,6 +430,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--train-only", action="store_true", help="train (or find the cached model) and stop")
+    ap.add_argument(
+        "--eval-seeds",
+        type=int,
+        default=1,
+        help="draw the held-out items this many times (other seeds, none seen in training): paired over all",
+    )
+    ap.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit the confidence temperature on other held-out items (cached in --out) and add calibrated rows",
+    )
     ap.add_argument("--only", nargs="*", help="decoders whose name contains one of these (default: all)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
@@ -338,7 +450,16 @@ def main(argv: list[str] | None = None) -> int:
     rows, tokenizer_dir, test = write_task_files(
         out / "task", args.train_items, args.items, args.seed, args.task
     )
-    recipe = testbed_recipe(rows, tokenizer_dir, args.minutes, args.seed, args.context, args.context_minutes)
+    recipe = testbed_recipe(
+        rows,
+        tokenizer_dir,
+        args.minutes,
+        args.seed,
+        args.context,
+        args.context_minutes,
+        args.steps,
+        args.more_steps,
+    )
     last = out / recipe.stages[-1].name
     if args.context and not rows.with_name(f"train-context{args.context}.jsonl").exists():
         from transformers import AutoTokenizer
@@ -367,24 +488,54 @@ def main(argv: list[str] | None = None) -> int:
         from turkish_sentences import SENTENCES  # filler from another text than the training spans
 
         test = [(long_question(tok, p, args.prompt_tokens, " ".join(SENTENCES)), a, n) for p, a, n in test]
-    prompts = [
-        tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-        for p, _, _ in test
-    ]
+
+    def chat(question: str) -> str:
+        return tok.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+        )
+
+    # more draws of held-out items: numbers seen in training (or already drawn) are left out
+    seen = {int(json.loads(line)["instruction"].split()[-1].replace(".", "")) for line in rows.open()}
+    seen |= {n for *_, n in test}
+    for j in range(1, args.eval_seeds):
+        more = items(args.items, args.seed + 1 + 1000 * j, exclude=seen, task=args.task)
+        seen |= {n for *_, n in more}
+        test += more
+    prompts = [chat(p) for p, _, _ in test]
     gold = [a for _, a, _ in test]
     lengths = [len(tok(a + "\n[/Answer]", add_special_tokens=False).input_ids) for a in gold]
-    print(f"held-out items: {len(test)}, answer tokens (with [/Answer]): {min(lengths)}-{max(lengths)}")
+    print(
+        f"held-out items: {len(test)} ({args.eval_seeds} draw(s) of {args.items}), "
+        f"answer tokens (with [/Answer]): {min(lengths)}-{max(lengths)}"
+    )
+    calibration = 1.0
+    if args.calibrate:
+        cal_file = out / "calibration.json"
+        if cal_file.exists():
+            calibration = json.loads(cal_file.read_text())["confidence_temperature"]
+            print(f"calibration (cached): T = {calibration:.2f}")
+        else:
+            held = items(200, args.seed + 777, exclude=seen, task=args.task)
+            calibration = fit_calibration(loaded, [chat(p) for p, _, _ in held], [a for _, a, _ in held], 0)
+            cal_file.write_text(json.dumps({"confidence_temperature": calibration, "items": 200}))
 
     results = []
-    chosen = decoders(args.length)
+    chosen = decoders(args.length, calibration)
     if args.only:  # the reference stays first: the comparisons are against it
         chosen = chosen[:1] + [d for d in chosen[1:] if any(k in d[0] for k in args.only)]
     for name, cfg in chosen:
         r = measure(loaded, prompts, gold, cfg, args.batch, name)
         results.append(r)
+        # per draw of items: the spread of exact match between the draws
+        per = [
+            100 * sum(r.correct[j * args.items : (j + 1) * args.items]) / args.items
+            for j in range(args.eval_seeds)
+        ]
         print(
-            f"{name:<44} EM {100 * r.exact_match:5.1f} ± {100 * r.stderr:3.1f}  "
-            f"passes {r.passes_per_answer:5.1f}  {r.tokens_per_second:7.1f} tok/s"
+            f"{name:<44} EM {100 * r.exact_match:5.1f} ± {100 * r.stderr:3.1f} "
+            f"(draws {' / '.join(f'{e:.1f}' for e in per)})  "
+            f"passes {r.passes_per_answer:5.1f}  {r.tokens_per_second:7.1f} tok/s",
+            flush=True,
         )
     ref = results[0]
     print(f"\nagainst '{ref.name}': passes and tokens/s ratios")

@@ -228,3 +228,32 @@ def test_infilling_with_one_step_per_block_equals_no_cache(reading_model, tokeni
     plain = infill(reading_model, tokenizer, text, cfg)
     for mode in ("prefix", "dual"):
         assert infill(reading_model, tokenizer, text, replace(cfg, cache=mode)).token_ids == plain.token_ids
+
+
+@torch.no_grad()
+def test_cache_refresh_every_k_steps_inside_a_block(reading_model, tokenizer, monkeypatch):
+    """cache_refresh=k: the whole canvas again at steps 0, k, 2k... of each block; k=1 is the plain forward."""
+    import diffutron.sampling.engine as engine
+
+    made: list[EncoderKVCache] = []
+
+    class Spy(EncoderKVCache):
+        def __init__(self, parts):
+            super().__init__(parts)
+            made.append(self)
+
+    monkeypatch.setattr(engine, "EncoderKVCache", Spy)
+    prompts = ["Çiçekler açtı mı?"]  # one row: refresh counts are per row
+    base = GenerationConfig(max_new_tokens=16, steps=16, block_size=8, stop_at_eos=False, cache="dual")
+    plain = generate(reading_model, tokenizer, prompts, replace(base, cache="none"))
+    counts = {}
+    for k in (0, 1, 4):
+        out = generate(reading_model, tokenizer, prompts, replace(base, cache_refresh=k))
+        counts[k] = (made[-1].refreshes, made[-1].partial)
+        if k == 1:  # every pass is a refresh: exactly the uncached decoding
+            assert out.token_ids == plain.token_ids
+    assert counts[0] == (2, 14)  # one refresh per block of 8 steps
+    assert counts[1] == (16, 0)
+    assert counts[4] == (4, 12)  # steps 0 and 4 of each block
+    with pytest.raises(ValueError, match="cache_refresh"):
+        replace(base, cache_refresh=-1).validate()

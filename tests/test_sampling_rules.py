@@ -419,3 +419,98 @@ def test_proposals_in_chunks_give_the_one_chunk_result_and_bound_the_float64_cop
     chunked, _ = run(tokenizer, rows, n_new=12, steps=4, **cfg)
     assert chunked.token_ids == whole.token_ids and torch.equal(chunked.commit_step, whole.commit_step)
     assert max(seen_rows) == 3  # never more than 3 rows x V float64 logits at once
+
+
+# -- the adaptive rules of issue 26: selection on constructed tables, then through generate -------------
+
+
+def _row(values: list[float]) -> torch.Tensor:
+    return torch.tensor([values], dtype=torch.float64)
+
+
+def test_factor_rule_commits_the_confident_prefix_while_n_plus_one_times_error_is_below_f():
+    from diffutron.sampling.commit import factor_rule
+
+    scores = _row([0.99, 0.9, 0.7, 0.95, 0.999])
+    cand = torch.tensor([[True, True, True, True, False]])  # the 0.999 is no candidate
+    # sorted .99, .95, .9, .7: (n+1)(1-p_n) = .02, .15, .4, 1.5
+    assert factor_rule(scores, cand, 1.0).tolist() == [[True, True, False, True, False]]
+    assert factor_rule(scores, cand, 0.3).tolist() == [[True, False, False, True, False]]  # .4 >= .3
+    # a prefix: once a position fails, no less confident one is taken (1.2 fails at n = 2)
+    assert factor_rule(_row([0.6, 0.99]), torch.ones(1, 2, dtype=torch.bool), 1.0).tolist() == [[False, True]]
+    # (n + 1), not n: 2 x .4 = .8 passes, 3 x .45 = 1.35 does not (n x .45 = .9 would)
+    assert factor_rule(_row([0.6, 0.55]), torch.ones(1, 2, dtype=torch.bool), 1.0).tolist() == [[True, False]]
+    # nothing passes (2 x 0.7 = 1.4): the best one all the same
+    assert factor_rule(_row([0.2, 0.3]), torch.ones(1, 2, dtype=torch.bool), 1.0).tolist() == [[False, True]]
+
+
+def test_entropy_budget_rule_takes_lowest_entropy_first_while_the_sum_fits():
+    from diffutron.sampling.commit import entropy_budget_rule
+
+    scores = -_row([0.1, 0.3, 0.05, 0.7])  # the entropy scorer gives minus entropies
+    cand = torch.ones(1, 4, dtype=torch.bool)
+    assert entropy_budget_rule(scores, cand, 0.4).tolist() == [[True, False, True, False]]  # .05 + .1
+    assert entropy_budget_rule(scores, cand, 0.45).tolist() == [[True, True, True, False]]  # + .3
+    assert entropy_budget_rule(scores, cand, 0.0).tolist() == [[False, False, True, False]]  # the best
+
+
+def test_calibration_divides_the_logits_before_scoring():
+    from diffutron.sampling import SCORERS
+    from diffutron.sampling.commit import calibrated
+
+    logits = torch.tensor([[math.log(0.9), math.log(0.1)]], dtype=torch.float64)
+    tok = torch.tensor([0])
+    hot = calibrated(SCORERS["low_confidence"], 2.0)(logits, tok, None)
+    expected = 0.9**0.5 / (0.9**0.5 + 0.1**0.5)  # 0.75: a tempered model is less sure
+    assert hot.item() == pytest.approx(expected, abs=1e-12)
+    assert calibrated(SCORERS["low_confidence"], 1.0)(logits, tok, None).item() == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="confidence_temperature"):
+        GenerationConfig(confidence_temperature=0.0).validate()
+
+
+def test_factor_rule_through_generate_commits_several_per_pass(tokenizer):
+    confs = [0.95, 0.3, 0.92, 0.5, 0.99, 0.2]
+    rows = {2 + i: confident(300 + i, c) for i, c in enumerate(confs)}
+    # f = 3, pass 1: .99 .95 .92 .5 -> .02 .15 .32 2.5 (< 3), then .3 -> 4.2 stops; pass 2: .3 .2 -> 1.4 2.4
+    out, model = run(tokenizer, rows, n_new=6, remasking="factor", factor=3.0)
+    assert answer_steps(out, 6) == [0, 1, 0, 0, 0, 1]
+    assert out.forward_passes == model.calls == 2
+    # f = 1: .5 gives 2 x .5 = 1, not < 1: one per pass after the three sure ones
+    one, _ = run(tokenizer, rows, n_new=6, remasking="factor", factor=1.0)
+    assert answer_steps(one, 6) == [0, 2, 0, 1, 0, 3]
+
+
+def test_entropy_budget_and_margin_threshold_through_generate(tokenizer):
+    # SCORED entropies .693 1.227 1.332 .688; budget 1.5: .688 + .693 first, then 1.227, then 1.332
+    out, _ = run(tokenizer, dict(SCORED), n_new=4, remasking="entropy_budget", entropy_budget=1.5)
+    assert answer_steps(out, 4) == [0, 1, 2, 0]
+    # margins 0 .5 .2 .1: >= .15 at once, then the best remaining one per pass
+    mar, _ = run(tokenizer, dict(SCORED), n_new=4, remasking="margin_threshold", threshold=0.15)
+    assert answer_steps(mar, 4) == [2, 0, 0, 1]
+
+
+def test_factor_rule_with_sampling_draws_and_finishes(tokenizer):
+    confs = [0.95, 0.3, 0.92, 0.5, 0.99, 0.2]
+    rows = {2 + i: confident(300 + i, c) for i, c in enumerate(confs)}
+    out, _ = run(tokenizer, rows, n_new=6, remasking="factor", factor=3.0, temperature=1.0, seed=3)
+    steps = answer_steps(out, 6)
+    assert min(steps) == 0 and all(s >= 0 for s in steps)  # every position written, several at once
+    assert steps.count(0) >= 2
+
+
+def test_remasking_revises_unsure_tokens_within_its_budget(tokenizer):
+    # A (.3) and B (.2), tau .9: one per pass. With remask_threshold .4, each pass re-masks the earlier
+    # token (still below .4) until the budget is spent: A@0, B@1 (A out), A@2 (B out), B@3.
+    rows = {2: confident(300, 0.3), 3: confident(301, 0.2)}
+    cfg = {"remasking": "threshold", "threshold": 0.9}
+    plain, _ = run(tokenizer, rows, n_new=2, **cfg)
+    assert answer_steps(plain, 2) == [0, 1] and plain.forward_passes == 2
+    for budget, steps in ((2, [2, 3]), (1, [2, 1])):
+        out, model = run(tokenizer, rows, n_new=2, remask_threshold=0.4, remask_budget=budget, **cfg)
+        assert answer_steps(out, 2) == steps
+        assert out.forward_passes == model.calls == 2 + budget  # each re-mask cost one pass
+        assert out.token_ids[0][:2] == [300, 301]
+    sure, _ = run(tokenizer, rows, n_new=2, remask_threshold=0.1, remask_budget=4, **cfg)
+    assert sure.forward_passes == 2  # nothing fell below .1: nothing re-masked
+    with pytest.raises(ValueError, match="remask_threshold"):
+        GenerationConfig(remask_threshold=1.0).validate()

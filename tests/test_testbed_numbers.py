@@ -84,3 +84,25 @@ def test_speed_prompts_hold_the_filler_inside_the_user_message(tokenizer):
     assert 190 <= len(long) <= 200 and len(own) < 60
     assert own[-12:] == long[-12:]  # the same end: question and answer marker
     assert "Ankara" in tokenizer.decode(long)  # the filler of the speed benchmark
+
+
+def test_step_budget_and_continued_stage(tmp_path):
+    recipe = testbed.testbed_recipe(
+        tmp_path / "t.jsonl", tmp_path / "tok", 9.5, 0, steps=1200, more_steps=1000
+    )
+    assert [s.name for s in recipe.stages] == ["numbers", "more1000"]
+    assert recipe.stages[0].training.max_steps == 1200
+    assert recipe.stages[1].training.max_steps == 1000 and recipe.stages[1].training.lr == 1e-3
+    assert recipe.stages[1].sft.sources[0].path.endswith("t.jsonl")  # the same rows, continued
+
+
+def test_decoders_cover_every_adaptive_rule_and_calibration_only_when_fitted():
+    from diffutron.sampling import ADAPTIVE
+
+    plain = testbed.decoders(32)
+    assert plain[0][1].remasking == "low_confidence" and plain[0][1].steps == 32  # the reference first
+    assert set(ADAPTIVE) <= {c.remasking for _, c in plain}
+    assert any(c.remask_threshold > 0 for _, c in plain) and any(c.cache_refresh for _, c in plain)
+    assert not any(c.confidence_temperature != 1.0 for _, c in plain)
+    fitted = testbed.decoders(32, calibration=1.3)
+    assert {c.confidence_temperature for _, c in fitted} == {1.0, 1.3}

@@ -523,6 +523,28 @@ MUTATIONS: list[Mutation] = [
         ),
         why="the sampler attends to the padding of shorter rows",
     ),
+    # --- adaptive commit rules (issue 26) ---------------------------------------------------------
+    Mutation(
+        name="entropy-budget-per-token",
+        file="src/diffutron/sampling/commit.py",
+        original="lambda s: (-s).cumsum(1) <= budget",
+        replacement="lambda s: -s <= budget",
+        tests=(
+            "tests/test_sampling_rules.py::test_entropy_budget_rule_takes_lowest_entropy_first_while_the_sum_fits",
+        ),
+        why="the entropy budget bounds each token's entropy instead of their sum: a pass commits too much",
+    ),
+    Mutation(
+        name="factor-rule-off-by-one",
+        file="src/diffutron/sampling/commit.py",
+        original="lambda p: (n + 1) * (1 - p) < factor",
+        replacement="lambda p: n * (1 - p) < factor",
+        tests=(
+            "tests/test_sampling_rules.py::"
+            "test_factor_rule_commits_the_confident_prefix_while_n_plus_one_times_error_is_below_f",
+        ),
+        why="Fast-dLLM's factor (n + 1) written as n: more tokens per pass than the rule allows",
+    ),
     Mutation(
         name="threshold-commits-nothing",
         file="src/diffutron/sampling/commit.py",
@@ -822,7 +844,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="bf16-ignores-onednn-cap",
         file="src/diffutron/hardware.py",
-        original="        if level < _ONEDNN_ISAS.index(\"AVX512_CORE_BF16\"):",
+        original='        if level < _ONEDNN_ISAS.index("AVX512_CORE_BF16"):',
         replacement="        if False:",
         tests=("tests/test_precision.py::test_a_onednn_isa_cap_hides_units_the_cpu_has[AVX2-]",),
         why="bf16 chosen where oneDNN may not use the units (ONEDNN_MAX_CPU_ISA=AVX2): ~20x slower than fp32",
@@ -840,7 +862,9 @@ MUTATIONS: list[Mutation] = [
         file="src/diffutron/models/checkpoint.py",
         original="chosen = torch.bfloat16 if units else torch.float32",
         replacement="chosen = torch.float32",
-        tests=("tests/test_precision.py::test_dtype_auto_on_a_cpu_follows_the_units_and_says_why[avx512_bf16-dtype0-bf16]",),
+        tests=(
+            "tests/test_precision.py::test_dtype_auto_on_a_cpu_follows_the_units_and_says_why[avx512_bf16-dtype0-bf16]",
+        ),
         why="--dtype auto keeps fp32 on a CPU with bf16 units (2-5x slower generation there)",
     ),
     Mutation(
@@ -848,7 +872,9 @@ MUTATIONS: list[Mutation] = [
         file="src/diffutron/training/loop.py",
         original='chosen, why = ("bf16" if units else "no"), units.why',
         replacement='chosen, why = "no", units.why',
-        tests=("tests/test_precision.py::test_training_precision_auto_follows_the_units_and_says_why[amx-bf16-bf16 autocast]",),
+        tests=(
+            "tests/test_precision.py::test_training_precision_auto_follows_the_units_and_says_why[amx-bf16-bf16 autocast]",
+        ),
         why="training.precision auto stays fp32 on a CPU with bf16 units (2.2x slower steps there)",
     ),
     Mutation(
@@ -856,7 +882,9 @@ MUTATIONS: list[Mutation] = [
         file="src/diffutron/training/loop.py",
         original="    _forget_other_precision(precision)\n",
         replacement="",
-        tests=("tests/test_precision.py::test_the_training_loop_runs_its_loss_under_the_precision_auto_chose",),
+        tests=(
+            "tests/test_precision.py::test_the_training_loop_runs_its_loss_under_the_precision_auto_chose",
+        ),
         why="a second training run in one process with another precision fails in accelerate",
     ),
 ]

@@ -174,6 +174,12 @@ def test_concurrent_requests_share_passes_and_match_alone(live, client, serve_mo
         ("Kütüphanedeki kitapların çoğu", dict(max_tokens=8, seed=4, remasking="threshold", threshold=0.3)),
         ("Gençler", dict(max_tokens=4, seed=5, remasking="random", temperature=1.0)),
         ("Denizin kıyısında", dict(max_tokens=8, seed=6, repetition_penalty=1.5, temperature=0.5)),
+        # the adaptive rules of issue 26 (with revision), batched beside the others
+        (
+            "Çocuklar bahçede",
+            dict(max_tokens=8, seed=7, remasking="factor", factor=2.0, remask_threshold=0.2, remask_budget=2),
+        ),
+        ("Öğretmen", dict(max_tokens=6, seed=8, remasking="entropy_budget", entropy_budget=3.0)),
     ] * 2
     before = _histogram_sum(live)
 
@@ -182,7 +188,19 @@ def test_concurrent_requests_share_passes_and_match_alone(live, client, serve_mo
         kw = dict(kw)
         extra = {
             **FAST,
-            **{k: kw.pop(k) for k in ("remasking", "threshold", "repetition_penalty") if k in kw},
+            **{
+                k: kw.pop(k)
+                for k in (
+                    "remasking",
+                    "threshold",
+                    "factor",
+                    "entropy_budget",
+                    "remask_threshold",
+                    "remask_budget",
+                    "repetition_penalty",
+                )
+                if k in kw
+            },
         }
         return client.completions.create(model="micro", prompt=prompt, extra_body=extra, **kw).choices[0].text
 

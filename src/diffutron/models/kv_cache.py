@@ -100,17 +100,21 @@ class EncoderKVCache:
         current: torch.Tensor,
         block: torch.Tensor,
         mode: torch.Tensor,
+        refresh: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hidden states [b, w, H] of canvas ``ids`` [b, w] (``attention``: 1 = real position). The
         first ``len(rows)`` rows of ``ids`` are the cache's rows ``rows``, decoding block ``block`` [r]
         whose positions are ``current`` [r, w], with ``mode`` [r] (``MODE_IDS``); any further rows
         (and rows of mode 0) run plainly. Exact everywhere for plain rows and rows refreshed now (their
-        first pass in a block); for the others valid at least at the ``current`` positions."""
+        first pass in a block); for the others valid at least at the ``current`` positions. ``refresh``
+        [r] (optional): rows refreshed now whatever their block (a periodic refresh inside a block)."""
         n_rows, w = len(rows), ids.shape[1]
         self.block = self.block.to(ids.device)
         kind = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)  # 0 plain, 1 refresh, 2 reuse
         cached = mode > 0
         stale = self.block[rows] != block
+        if refresh is not None:
+            stale = stale | refresh.to(stale.device)
         kind[:n_rows] = torch.where(cached, torch.where(stale, 1, 2), 0)
         hidden: torch.Tensor | None = None
         full = torch.arange(w, device=ids.device)

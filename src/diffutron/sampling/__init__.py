@@ -6,12 +6,13 @@
 See docs/sampling.md for every option.
 """
 
-from .commit import REMASKING, SCORERS
+from .commit import ADAPTIVE, REMASKING, SCORERS
 from .config import PRESETS, GenerationConfig, preset
 from .engine import GenerationOutput, StepEvent, generate, infill, stream
 from .prompts import CHAT_STOP, chat_prompt, render_partial
 
 __all__ = [
+    "ADAPTIVE",
     "CHAT_STOP",
     "PRESETS",
     "REMASKING",

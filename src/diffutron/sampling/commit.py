@@ -12,7 +12,14 @@ with ``@scorer``; ``REMASKING`` is derived from this registry):
 - ``entropy`` (Dream): minus the entropy of the position's distribution;
 - ``random`` (MDLM ancestral, LLaDA random): uniform noise, i.e. random positions.
 ``threshold`` (Fast-dLLM) scores like ``low_confidence`` but commits every position with a score
->= tau, and at least the best one, instead of a scheduled count.
+>= tau, and at least the best one, instead of a scheduled count. The other *adaptive* rules (``ADAPTIVE``:
+how many per step comes from the model's confidence, not the schedule; always at least the best one):
+- ``factor`` (Fast-dLLM's factor rule): by confidence p_1 >= p_2 >= ..., the n most confident while
+  (n + 1)(1 - p_n) < f (``factor``, 1 in the paper): many tokens when all are near-certain, fewer otherwise;
+- ``entropy_budget``: lowest entropy first, while the summed entropy (nats) stays <= a budget;
+- ``margin_threshold``: every position whose top-1 minus top-2 probability >= tau.
+``confidence_temperature`` T divides the logits before any score (not the draws): a fitted calibration
+of an over- or under-confident model (``benchmarks/testbed_numbers.py --calibrate`` fits it).
 
 How many per step comes from the noise schedule, the same object training used: a block of n masks
 decoded in S steps goes from t_i = 1 - i/S to s_i = 1 - (i+1)/S, so after step i round(n alpha(s_i))
@@ -68,7 +75,15 @@ def _random(logits: torch.Tensor, tokens: torch.Tensor | None, generator) -> tor
     return torch.rand(logits.shape[0], generator=generator, dtype=torch.float64, device=logits.device)
 
 
-REMASKING = (*SCORERS, "threshold")
+ADAPTIVE = ("threshold", "factor", "entropy_budget", "margin_threshold")
+REMASKING = (*SCORERS, *ADAPTIVE)
+# the score each adaptive rule ranks by
+ADAPTIVE_SCORE = {
+    "threshold": "low_confidence",
+    "factor": "low_confidence",
+    "entropy_budget": "entropy",
+    "margin_threshold": "margin",
+}
 
 
 def reveal_counts(n: torch.Tensor | int, steps: int, schedule: Schedule) -> torch.Tensor:
@@ -114,3 +129,40 @@ def top_k_per_row(scores: torch.Tensor, candidates: torch.Tensor, k: torch.Tenso
 def above_threshold(scores: torch.Tensor, candidates: torch.Tensor, tau: float) -> torch.Tensor:
     """Fast-dLLM: every candidate with score >= tau, and the best candidate of each row in any case."""
     return candidates & ((scores >= tau) | (rank_in_row(scores) == 0))
+
+
+def _sorted_prefix(scores: torch.Tensor, candidates: torch.Tensor, keep_fn) -> torch.Tensor:
+    """Commit, in each row, the best-scored candidates while ``keep_fn(sorted scores)`` [B, L] holds
+    (a prefix in score order: the first position that fails ends it), and the best one in any case."""
+    s = torch.where(candidates, scores, torch.full_like(scores, float("-inf")))
+    ordered, order = s.sort(dim=1, descending=True, stable=True)
+    valid = torch.isfinite(ordered)
+    keep = (keep_fn(ordered) & valid).long().cummin(1).values.bool()
+    keep[:, 0] = valid[:, 0]
+    commit = torch.zeros_like(candidates)
+    commit.scatter_(1, order, keep)
+    return candidates & commit
+
+
+def factor_rule(scores: torch.Tensor, candidates: torch.Tensor, factor: float) -> torch.Tensor:
+    """Fast-dLLM's factor rule on confidences: the n most confident while (n + 1)(1 - p_n) < factor."""
+    n = torch.arange(1, scores.shape[1] + 1, device=scores.device, dtype=scores.dtype)
+    return _sorted_prefix(scores, candidates, lambda p: (n + 1) * (1 - p) < factor)
+
+
+def entropy_budget_rule(scores: torch.Tensor, candidates: torch.Tensor, budget: float) -> torch.Tensor:
+    """Scores are minus entropies: lowest entropy first, while the running sum of entropies <= budget."""
+    return _sorted_prefix(scores, candidates, lambda s: (-s).cumsum(1) <= budget)
+
+
+def calibrated(score_fn: Scorer, temperature: float) -> Scorer:
+    """``score_fn`` on logits / ``temperature`` (1: ``score_fn`` itself), its flags kept."""
+    if temperature == 1.0:
+        return score_fn
+
+    def scaled(logits, tokens, generator):
+        return score_fn(logits / temperature, tokens, generator)
+
+    scaled.uses_proposal = score_fn.uses_proposal
+    scaled.uses_generator = score_fn.uses_generator
+    return scaled

@@ -34,7 +34,22 @@ class GenerationConfig:
     )
     remasking: str = _opt("low_confidence", "which masked positions to commit each step", choices=REMASKING)
     threshold: float = _opt(
-        0.9, "threshold remasking: commit every position whose confidence >= this (at least one)"
+        0.9, "threshold (margin_threshold) remasking: commit every position whose confidence (margin) >= this"
+    )
+    factor: float = _opt(1.0, "factor remasking: commit the n most confident while (n + 1)(1 - p_n) < this")
+    entropy_budget: float = _opt(
+        0.5, "entropy_budget remasking: commit lowest-entropy first while their summed entropy (nats) <= this"
+    )
+    confidence_temperature: float = _opt(
+        1.0, "divide the logits by this before scoring commits (a fitted calibration; draws unchanged)"
+    )
+    remask_threshold: float = _opt(
+        0.0,
+        "re-mask a token committed at an earlier pass of the current block whose probability has fallen "
+        "below this (0: never; committed tokens are then final)",
+    )
+    remask_budget: int = _opt(
+        4, "with remask_threshold: the most tokens a row may re-mask in all (each costs at most one pass)"
     )
     stochastic_counts: bool = _opt(
         False, "draw how many to commit per step from Binomial(masked, reveal probability) (MDLM)"
@@ -58,6 +73,9 @@ class GenerationConfig:
         "dual (the suffix too); refreshed at every block",
         choices=CACHE_MODES,
     )
+    cache_refresh: int = _opt(
+        0, "with a cache: also refresh it every this many steps inside a block (0: only at a new block)"
+    )
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
@@ -70,6 +88,10 @@ class GenerationConfig:
             raise ValueError(f"remasking must be one of {REMASKING}, got {self.remasking!r}")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.factor <= 0 or self.entropy_budget < 0:
+            raise ValueError("factor must be > 0 and entropy_budget >= 0")
+        if not self.confidence_temperature > 0:
+            raise ValueError(f"confidence_temperature must be > 0, got {self.confidence_temperature}")
         if self.temperature < 0:
             raise ValueError("temperature must be >= 0")
         if self.repetition_penalty <= 0:
@@ -78,6 +100,10 @@ class GenerationConfig:
             raise ValueError("top_k must be >= 0 and top_p in (0, 1]")
         if self.guidance_scale < 0:
             raise ValueError("guidance_scale must be >= 0")
+        if not 0.0 <= self.remask_threshold < 1.0 or self.remask_budget < 0:
+            raise ValueError("remask_threshold must be in [0, 1) and remask_budget >= 0")
+        if self.cache_refresh < 0:
+            raise ValueError(f"cache_refresh must be >= 0, got {self.cache_refresh}")
         if self.cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {CACHE_MODES}, got {self.cache!r}")
         if self.cache != "none" and self.guidance_scale > 0:

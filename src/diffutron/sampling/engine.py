@@ -60,8 +60,13 @@ from ..diffusion.schedules import LinearSchedule, Schedule
 from ..models.heads import MaskedLMParts, context_limit
 from ..models.kv_cache import MODE_IDS, BlockKVCache, EncoderKVCache
 from .commit import (
+    ADAPTIVE,
+    ADAPTIVE_SCORE,
     SCORERS,
     above_threshold,
+    calibrated,
+    entropy_budget_rule,
+    factor_rule,
     reveal_counts,
     stochastic_counts,
     top_k_per_row,
@@ -259,6 +264,7 @@ def _choose(
     cfg: GenerationConfig,
     generator: Generators,
     prepared_scores: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    exact_bar: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 5: commit mask [B, L] and proposals [N] (-1 where nothing was drawn) for ``n`` candidates
     at (rows, cols). ``prepared(idx)`` gives the (unfiltered, filtered) float64 logits of candidates
@@ -269,7 +275,8 @@ def _choose(
     - a score that ignores the proposal (margin, entropy, random) picks first, then draws the picks;
     - a confidence score (low_confidence, threshold) cannot exceed that of the greedy token, so:
       draw where the rule would commit if every draw were greedy; then also draw any candidate whose
-      greedy score reaches the weakest pick so far (drawing more can only raise that bar); pick."""
+      greedy score reaches the weakest pick so far (drawing more can only raise that bar); pick.
+      ``exact_bar`` False (a rule where a higher draw can admit a lower candidate: ``factor``): draw all."""
 
     device = rows.device
 
@@ -304,7 +311,7 @@ def _choose(
         return commit, tokens
     score = torch.full_like(upper, float("-inf"))
     drawn = torch.zeros_like(greedy, dtype=torch.bool)
-    todo = pick(grid(upper))[rows, cols]
+    todo = pick(grid(upper))[rows, cols] if exact_bar else torch.ones_like(drawn)
     while todo.any():  # at most twice: what stays undrawn after a round is below a bar that only rises
         draw_at(todo, score)
         drawn |= todo
@@ -417,6 +424,9 @@ def _settings(cfg: GenerationConfig, answer: bool) -> tuple:
         cfg.guidance_scale,
         cfg.remasking,
         cfg.threshold,
+        cfg.factor,
+        cfg.entropy_budget,
+        cfg.confidence_temperature,
         tuple(cfg.suppress_tokens),
         answer,
     )
@@ -464,7 +474,7 @@ class DecodeState:
     _ROWS = (
         "canvas attention editable given block commit_step block_steps plan n_blocks cap cur step_in_block"
         " steps passes finished stopped answer stop_eos threshold stochastic guided stop_start stop_end"
-        " stop_seen cache_mode"
+        " stop_seen cache_mode cache_refresh remask_bar remask_left"
     ).split()
 
     def __init__(self, model: torch.nn.Module, tokenizer, schedule: Schedule, mask_id: int):
@@ -476,6 +486,7 @@ class DecodeState:
         fill = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.fill = mask_id if fill is None else fill  # padding is never attended to; any id will do
         self.forward_passes = 0  # network calls (a batched call counts once)
+        self.remasked = 0  # tokens re-masked (remask_threshold), all rows
         self.configs: list[GenerationConfig] = []
         self.generators: list[torch.Generator] = []
         self.stops: list[tuple[str, ...]] = []
@@ -509,7 +520,7 @@ class DecodeState:
         # rows with the same steps and blocks share one split and one plan (all rows, for ``generate``)
         split: dict[tuple[int, int, bool], list[int]] = {}
         for b, c in enumerate(configs):
-            split.setdefault((c.steps, int(n_blocks[b]), c.remasking == "threshold"), []).append(b)
+            split.setdefault((c.steps, int(n_blocks[b]), c.remasking in ADAPTIVE), []).append(b)
         block_steps = torch.ones(n, width_nb, dtype=torch.long)
         plans = [None] * n
         for (steps, nb, threshold), members in split.items():
@@ -538,7 +549,8 @@ class DecodeState:
             # a row commits at least one token per pass and waits at most its block's steps per block,
             # so it is done within this many steps; past it a broken commit rule would loop forever
             "cap": editable.sum(1)
-            + torch.where(torch.arange(width_nb) < n_blocks[:, None], block_steps, 0).sum(1),
+            + torch.where(torch.arange(width_nb) < n_blocks[:, None], block_steps, 0).sum(1)
+            + torch.tensor([c.remask_budget if c.remask_threshold > 0 else 0 for c in configs]),
             "cur": torch.zeros(n, dtype=torch.long),
             "step_in_block": torch.zeros(n, dtype=torch.long),
             "steps": torch.zeros(n, dtype=torch.long),
@@ -547,13 +559,18 @@ class DecodeState:
             "stopped": torch.zeros(n, dtype=torch.bool),
             "answer": answer,
             "stop_eos": answer & flag(lambda c: c.stop_at_eos and self.eos_id is not None),
-            "threshold": flag(lambda c: c.remasking == "threshold"),
-            "stochastic": flag(lambda c: c.stochastic_counts and c.remasking != "threshold"),
+            "threshold": flag(lambda c: c.remasking in ADAPTIVE),  # how many: the rule decides
+            "stochastic": flag(lambda c: c.stochastic_counts and c.remasking not in ADAPTIVE),
             "guided": flag(lambda c: c.guidance_scale > 0),
             "stop_start": stop_start,
             "stop_end": torch.where(editable, pos, -1).max(1).values + 1,
             "stop_seen": stop_start.clone(),
             "cache_mode": torch.tensor([MODE_IDS[c.cache] for c in configs], dtype=torch.long),
+            "cache_refresh": torch.tensor([c.cache_refresh for c in configs], dtype=torch.long),
+            "remask_bar": torch.tensor([c.remask_threshold for c in configs], dtype=torch.float64),
+            "remask_left": torch.tensor(
+                [c.remask_budget if c.remask_threshold > 0 else 0 for c in configs], dtype=torch.long
+            ),
         }
         if self.kv is None and any(c.cache != "none" for c in configs):
             # raises for a backbone it cannot run; a block model's cache is exact (``BlockKVCache``)
@@ -690,6 +707,15 @@ class DecodeState:
             w = min(w, int(torch.where(in_cur, pos, -1).max()) + 1)
         ids, att, cand = self.canvas[sub, :w], self.attention[sub, :w], candidates[sub, :w]
         r, c = cand.nonzero(as_tuple=True)
+        # re-masking: the tokens committed at earlier passes of the current block, re-scored this pass
+        revisable = (
+            (self.remask_left[sub] > 0)[:, None]
+            & self.editable[sub, :w]
+            & (ids != mask_id)
+            & (self.block[sub, :w] == self.cur[sub, None])
+            & (self.commit_step[sub, :w] >= 0)
+        )
+        rr, rc = revisable.nonzero(as_tuple=True)
         guided = self.guided[sub]
         uncond_at, uidx = None, None
         if bool(guided.any()):  # the unconditional copies: the condition masked, padding stays padding
@@ -709,6 +735,9 @@ class DecodeState:
                 current=self.block[sub, :w] == self.cur[sub, None],
                 block=self.cur[sub],
                 mode=self.cache_mode[sub],
+                # every k-th step inside a block: the whole canvas again (0: only at a new block)
+                refresh=(self.cache_refresh[sub] > 0)
+                & (self.step_in_block[sub] % self.cache_refresh[sub].clamp(min=1) == 0),
             )
         if self.diffusion_block is not None:
             blocks = self.block[sub, :w]
@@ -720,7 +749,10 @@ class DecodeState:
                 encode = functools.partial(self._encode_blocks, blocks)
                 if self.kv is not None:
                     self.kv.upto[sub] = 0  # their caches missed this pass: rebuilt at their next one
-        head, uncond_head = forward_candidates(self.parts, ids, att, (r, c), uncond_at, encode)
+        n_cand = len(r)
+        at = (torch.cat([r, rr]), torch.cat([c, rc])) if len(rr) else (r, c)
+        head, uncond_head = forward_candidates(self.parts, ids, att, at, uncond_at, encode)
+        head, revised = head[:n_cand], head[n_cand:]
         self.forward_passes += 1
         vocab = head.shape[-1]
         seen_all = None
@@ -759,12 +791,18 @@ class DecodeState:
             row_mask = torch.zeros(len(self), dtype=torch.bool, device=self.device)
             row_mask[in_rows] = True
             chosen = candidates & row_mask[:, None]
-            threshold = cfg.remasking == "threshold"
-            if threshold:
+            rule = cfg.remasking
+            if rule in ("threshold", "margin_threshold"):
                 pick = functools.partial(above_threshold, candidates=chosen, tau=cfg.threshold)
+            elif rule == "factor":
+                pick = functools.partial(factor_rule, candidates=chosen, factor=cfg.factor)
+            elif rule == "entropy_budget":
+                pick = functools.partial(entropy_budget_rule, candidates=chosen, budget=cfg.entropy_budget)
             else:
                 pick = functools.partial(top_k_per_row, candidates=chosen, k=k)
-            score_fn = SCORERS["low_confidence" if threshold else cfg.remasking]
+            score_fn = calibrated(SCORERS[ADAPTIVE_SCORE.get(rule, rule)], cfg.confidence_temperature)
+            # the factor rule can take a lower pick once a higher one is drawn: no early bar, draw all
+            exact_bar = rule != "factor"
             rows, cols = sub[_at(r, sel)], _at(c, sel)
             got, tokens = _choose(
                 prepared,
@@ -778,12 +816,34 @@ class DecodeState:
                 cfg,
                 self.generators,
                 prepared_scores,
+                exact_bar,
             )
             proposed[rows, cols] = tokens
             commit |= got
         self.canvas = torch.where(commit, proposed, self.canvas)
         self.commit_step = torch.where(commit, self.steps[:, None], self.commit_step)
+        if len(rr):
+            self._remask(sub[rr], rc, revised)
         return commit
+
+    def _remask(self, rows: torch.Tensor, cols: torch.Tensor, logits: torch.Tensor) -> None:
+        """Re-mask committed tokens whose probability under this pass fell below their row's bar, the
+        least likely first, at most the row's remaining budget (ReMDM-style revision inside the block)."""
+        tokens = self.canvas[rows, cols]
+        temps = torch.tensor([self.configs[int(b)].confidence_temperature for b in rows.tolist()])
+        scaled = logits.double() / temps.to(logits.device)[:, None]
+        p = (scaled.gather(1, tokens[:, None]).squeeze(1) - scaled.logsumexp(-1)).exp()
+        low = p < self.remask_bar[rows]
+        if not bool(low.any()):
+            return
+        score = torch.full(tuple(self.canvas.shape), float("inf"), dtype=torch.float64, device=self.device)
+        score[rows[low], cols[low]] = p[low]
+        # the k least likely of each row: rank by minus the probability
+        worst = top_k_per_row(-score, torch.isfinite(score), self.remask_left)
+        self.canvas = torch.where(worst, self.mask_id, self.canvas)
+        self.commit_step = torch.where(worst, -1, self.commit_step)
+        self.remask_left -= worst.sum(1)
+        self.remasked += int(worst.sum())
 
     def _encode_blocks(
         self, blocks: torch.Tensor, ids: torch.Tensor, attention: torch.Tensor

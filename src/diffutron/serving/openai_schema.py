@@ -5,7 +5,8 @@
 
 OpenAI's fields (``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``n``, ``seed``, ``stream``) map onto
 ``GenerationConfig``; the diffusion settings (``preset``, ``steps``, ``block_size``, ``remasking``,
-``threshold``, ``repetition_penalty``, ``top_k``) are extra body fields (the ``openai`` client passes them
+``threshold``, ``factor``, ``entropy_budget``, ``confidence_temperature``, ``remask_threshold``,
+``remask_budget``, ``repetition_penalty``, ``top_k``) are extra body fields (the ``openai`` client passes them
 with ``extra_body=``). ``stream_canvas: true`` streams the whole partial canvas after every step instead
 of text deltas (the page uses it). Unknown fields are rejected by name, except OpenAI fields that do not
 apply to a diffusion model, which are accepted and ignored (listed in ``IGNORED``).
@@ -62,6 +63,11 @@ class _Sampling(BaseModel):
     block_size: int | None = Field(default=None, ge=0)
     remasking: Literal[REMASKING] | None = None  # type: ignore[valid-type]
     threshold: Finite | None = Field(default=None, gt=0.0, le=1.0)
+    factor: Finite | None = Field(default=None, gt=0.0, le=100.0)
+    entropy_budget: Finite | None = Field(default=None, ge=0.0, le=100.0)
+    confidence_temperature: Finite | None = Field(default=None, gt=0.0, le=100.0)
+    remask_threshold: Finite | None = Field(default=None, ge=0.0, lt=1.0)
+    remask_budget: int | None = Field(default=None, ge=0, le=1024)
     repetition_penalty: Finite | None = Field(default=None, gt=0.0, le=100.0)
     top_k: int | None = Field(default=None, ge=0, le=1_000_000)
     # OpenAI fields with no meaning for this server: accepted, ignored
@@ -171,6 +177,11 @@ def sampling_configs(
             "block_size",
             "remasking",
             "threshold",
+            "factor",
+            "entropy_budget",
+            "confidence_temperature",
+            "remask_threshold",
+            "remask_budget",
             "repetition_penalty",
             "top_k",
         )
