@@ -718,8 +718,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="fsdp-launch-on-cpu-runs-as-ddp",
         file="src/diffutron/training/loop.py",
-        original='if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and',
-        replacement="if False and",
+        original='os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"\n        and accelerator',
+        replacement="False\n        and accelerator",
         tests=("tests/test_fsdp.py::test_an_fsdp_launch_on_cpu_is_refused_instead_of_running_as_ddp",),
         why="an FSDP launch config on CPU runs as DDP (accelerate's choice) and the run claims FSDP",
     ),
