@@ -117,9 +117,7 @@ def test_quickstart_full_summary_holds_the_skill_table_and_one_demo_per_skill(
         "max_length": 96,
         "replay": 0.3,
     }
-    monkeypatch.setattr(
-        quickstart, "quickstart_recipe", lambda minutes, seed, language: recipe_from_dict(spec)
-    )
+    monkeypatch.setattr(quickstart, "quickstart_recipe", lambda *args, **kwargs: recipe_from_dict(spec))
     summary = quickstart.run_quickstart_full(tmp_path / "qs", progress=False)
     saved = json.loads((tmp_path / "qs" / "summary.json").read_text(encoding="utf-8"))
     assert saved["skills"] == summary["skills"]
