@@ -525,6 +525,14 @@ MUTATIONS: list[Mutation] = [
     ),
     # --- adaptive commit rules (issue 26) ---------------------------------------------------------
     Mutation(
+        name="page-ignores-server-preset",
+        file="src/diffutron/serving/static/app.js",
+        original="      applyPreset(info.preset);",
+        replacement="",
+        tests=("tests/serving/test_serving_page.py::test_a_question_unmasks_live_and_replays",),
+        why="the page keeps its static sampler fields, so it decodes unlike the API's default preset",
+    ),
+    Mutation(
         name="entropy-budget-per-token",
         file="src/diffutron/sampling/commit.py",
         original="lambda s: (-s).cumsum(1) <= budget",

@@ -11,15 +11,15 @@ import httpx
 import openai
 import pytest
 
-from diffutron.sampling import CHAT_STOP, chat_prompt, generate, infill, preset
+from diffutron.sampling import CHAT_STOP, PRESETS, SERVER_PRESET, chat_prompt, generate, infill, preset
 
 FAST = {"steps": 8, "block_size": 4}  # extra body fields: the diffusion settings
 
 
 def cfg(**kw):
-    """The engine settings a request with FAST and these OpenAI fields maps to (server preset diffutron)."""
+    """The engine settings a request with FAST and these OpenAI fields maps to (the server's preset)."""
     mapped = {"max_new_tokens": kw.pop("max_tokens", 64), **FAST, **kw}
-    return preset("diffutron", **mapped)
+    return preset(SERVER_PRESET, **mapped)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,11 @@ def alone(model, tokenizer, prompt, c):
 
 def test_models_health_and_metrics(live, client):
     assert [m.id for m in client.models.list().data] == ["micro"]
+    # the page fills its sampler fields from this: the server's preset and every preset's values
+    info = httpx.get(live.url + "/v1/models").json()["data"][0]["diffutron"]
+    assert info["preset"] == SERVER_PRESET
+    assert info["presets"]["fast"]["remasking"] == PRESETS["fast"].remasking
+    assert info["presets"]["diffutron"]["steps"] == PRESETS["diffutron"].steps
     assert httpx.get(live.url + "/health").json()["status"] == "ok"
     text = httpx.get(live.url + "/metrics").text
     assert "diffutron_queue_depth" in text and "diffutron_forward_passes_total" in text
@@ -139,7 +144,7 @@ def test_infill_fills_only_the_holes(live, serve_model, tokenizer):
         live.url + "/v1/infill", json={"model": "micro", "prompt": text, "seed": 0, **FAST}, timeout=60
     )
     assert r.status_code == 200, r.text
-    want = infill(serve_model, tokenizer, [text], preset("diffutron", **FAST, seed=0))
+    want = infill(serve_model, tokenizer, [text], preset(SERVER_PRESET, **FAST, seed=0))
     assert (
         r.json()["choices"][0]["text"] == want.texts[0] and r.json()["choices"][0]["fills"] == want.fills[0]
     )
@@ -227,6 +232,7 @@ def test_a_client_that_disconnects_mid_stream_frees_its_rows(live):
         "stream_canvas": True,
         "steps": 1000,
         "block_size": 0,
+        "remasking": "low_confidence",  # one token per step whatever the server's preset: a long job
         "stop": None,
     }
     with httpx.stream("POST", live.url + "/v1/completions", json=body, timeout=60) as r:

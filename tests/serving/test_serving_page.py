@@ -77,6 +77,21 @@ def test_a_question_unmasks_live_and_replays(browser, server, tmp_path_factory):
     assert "Diffutron" in browser.title
     WebDriverWait(browser, 20).until(lambda d: d.execute_script("return window.MODEL_ID") == "micro")
     browser.execute_script(RECORD)
+    # the sampler fields start at the server's preset, and choosing another preset refills them
+    from selenium.webdriver.support.ui import Select
+
+    from diffutron.sampling import PRESETS, SERVER_PRESET
+
+    # (the page's static defaults differ from both presets: only the fill can pass these)
+    def shown(field: str) -> str:
+        return browser.find_element(By.ID, field).get_attribute("value")
+
+    assert shown("preset") == SERVER_PRESET
+    assert shown("remasking") == PRESETS[SERVER_PRESET].remasking != "low_confidence"
+    assert int(shown("block_size")) == PRESETS[SERVER_PRESET].block_size != 16
+    Select(browser.find_element(By.ID, "preset")).select_by_value("diffutron")
+    assert shown("remasking") == PRESETS["diffutron"].remasking
+    assert int(shown("steps")) == PRESETS["diffutron"].steps != 32
     for field, value in (("max_tokens", "24"), ("steps", "24"), ("block_size", "8"), ("seed", "1")):
         box = browser.find_element(By.ID, field)
         box.clear()

@@ -65,9 +65,14 @@ def add_parsers(sub) -> None:
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting before 429 (default 256)")
 
     def add_preset() -> None:  # the presets live with the sampler, which imports torch: only when used
-        from ..sampling import PRESETS
+        from ..sampling import PRESETS, SERVER_PRESET
 
-        p.add_argument("--preset", default="diffutron", choices=sorted(PRESETS), help="default settings")
+        p.add_argument(
+            "--preset",
+            default=SERVER_PRESET,
+            choices=sorted(PRESETS),
+            help=f"decoding settings of a request that names none (default {SERVER_PRESET})",
+        )
 
     defer(p, add_preset)
     p.add_argument("--max-tokens", type=int, default=512, help="cap on max_tokens (default 512)")

@@ -7,7 +7,7 @@ See docs/sampling.md for every option.
 """
 
 from .commit import ADAPTIVE, REMASKING, SCORERS
-from .config import PRESETS, GenerationConfig, preset
+from .config import PRESETS, SERVER_PRESET, GenerationConfig, preset
 from .engine import GenerationOutput, StepEvent, generate, infill, stream
 from .prompts import CHAT_STOP, chat_prompt, render_partial
 
@@ -17,6 +17,7 @@ __all__ = [
     "PRESETS",
     "REMASKING",
     "SCORERS",
+    "SERVER_PRESET",
     "GenerationConfig",
     "GenerationOutput",
     "StepEvent",

@@ -135,6 +135,12 @@ PRESETS: dict[str, GenerationConfig] = {
 }
 
 
+# What `diffutron serve` and its page decode with unless a request says otherwise: the adaptive rule
+# matched the one-token-per-pass reference's exact match with ~1/10 of its passes on the hard testbed
+# (docs/benchmarks.md, "Fewer passes on the hard testbed"). The CLI keeps the published `diffutron`.
+SERVER_PRESET = "fast"
+
+
 def preset(name: str, **overrides) -> GenerationConfig:
     """A copy of ``PRESETS[name]`` with ``overrides`` applied."""
     if name not in PRESETS:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -35,7 +36,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
-from ..sampling import CHAT_STOP, chat_prompt
+from ..sampling import CHAT_STOP, PRESETS, SERVER_PRESET, chat_prompt
 from .metrics import CONTENT_TYPE, Metrics
 from .openai_schema import (
     BadRequest,
@@ -127,13 +128,15 @@ def create_app(
     api_key: str | None = None,
     max_batch: int = 64,
     max_queue: int = 256,
-    preset: str = "diffutron",
+    preset: str = SERVER_PRESET,
     limits: Limits | None = None,
     cors_origins: list[str] | None = None,
     max_body_bytes: int = 1 << 20,
     drain_seconds: float = 10.0,
 ) -> FastAPI:
     """The server app; the scheduler thread starts and stops with the app's lifespan."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     limits = limits or Limits()
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if context:
@@ -143,6 +146,7 @@ def create_app(
         model, tokenizer, schedule, mask_id, max_batch=max_batch, max_queue=max_queue, metrics=metrics
     )
     created = int(time.time())
+    presets = {name: dataclasses.asdict(cfg) for name, cfg in PRESETS.items()}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -255,7 +259,17 @@ def create_app(
     async def models():
         return {
             "object": "list",
-            "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "diffutron"}],
+            "data": [
+                {
+                    "id": model_name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "diffutron",
+                    # what a request that names no preset decodes with, and every preset's values: the
+                    # page fills its sampler fields from these
+                    "diffutron": {"preset": preset, "presets": presets},
+                }
+            ],
         }
 
     @app.post("/v1/completions")

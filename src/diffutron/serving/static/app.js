@@ -143,10 +143,34 @@ function showStats(stats, answer, frames, final, summary) {
   stats.append("step", slider, info);
 }
 
+// the sampler fields a preset fills (page field -> GenerationConfig field); max_tokens stays the page's
+const PRESET_FIELDS = {
+  steps: "steps", block_size: "block_size", remasking: "remasking",
+  threshold: "threshold", temperature: "temperature",
+};
+let PRESETS = {};
+
+function applyPreset(name) {
+  const values = PRESETS[name];
+  if (!values) return;
+  for (const [field, key] of Object.entries(PRESET_FIELDS)) {
+    if (values[key] !== undefined && values[key] !== null) $(field).value = String(values[key]);
+  }
+}
+
 async function init() {
   try {
     const headers = $("api_key").value ? { Authorization: "Bearer " + $("api_key").value } : {};
     const models = await (await fetch("/v1/models", { headers })).json();
+    const info = models.data[0].diffutron || {};
+    PRESETS = info.presets || {};
+    if (Object.keys(PRESETS).length) {
+      // the server's preset first, then the others: the page starts where the API does
+      const names = [info.preset, ...Object.keys(PRESETS).filter((n) => n !== info.preset)];
+      $("preset").replaceChildren(...names.map((n) => new Option(n, n)));
+      $("preset").value = info.preset;
+      applyPreset(info.preset);
+    }
     window.MODEL_ID = models.data[0].id;
   } catch (err) {
     window.MODEL_ID = "diffutron";
@@ -158,4 +182,5 @@ $("prompt").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey) ask(e);
 });
 $("api_key").addEventListener("change", init);
+$("preset").addEventListener("change", () => applyPreset($("preset").value));
 init();
