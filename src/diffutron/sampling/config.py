@@ -6,8 +6,9 @@
 
 ``PRESETS["diffutron"]`` is the setting published with the Diffutron checkpoints (64 steps, 64 new
 tokens, blocks of 32, temperature 0.1, repetition penalty 1.2, low-confidence remasking: about one
-token per forward pass). ``PRESETS["fast"]`` is the same with Fast-dLLM threshold decoding, which
-commits every position the model is sure of and so needs far fewer passes.
+token per forward pass). ``PRESETS["fast"]`` is the same with Fast-dLLM threshold decoding (τ = 0.95), which
+commits every position the model is sure of and so needs far fewer passes; ``SERVER_PRESET`` (``fast``)
+is what the server and its page use unless a request names another.
 What it does not know: the model. Values are checked against the model (context length) by the engine.
 """
 
@@ -122,7 +123,9 @@ PRESETS: dict[str, GenerationConfig] = {
         repetition_penalty=1.2,
         remasking="low_confidence",
     ),
-    # Same, with Fast-dLLM threshold decoding: the number of passes adapts to the text.
+    # Same, with Fast-dLLM threshold decoding: the number of passes adapts to the text. tau = 0.95: on the
+    # hard testbed the fewest passes among the rules that lost no item against one token per pass, on a
+    # strong model (70 % exact match, 1/11 of the passes) and a weak one; 0.9 lost items on the strong one.
     "fast": GenerationConfig(
         max_new_tokens=64,
         steps=64,
@@ -130,7 +133,7 @@ PRESETS: dict[str, GenerationConfig] = {
         temperature=0.1,
         repetition_penalty=1.2,
         remasking="threshold",
-        threshold=0.9,
+        threshold=0.95,
     ),
 }
 
