@@ -192,8 +192,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="block-positions-not-shared",
         file="src/diffutron/diffusion/block.py",
-        original="positions = torch.arange(length, device=noisy.device).repeat(2)",
-        replacement="positions = torch.arange(2 * length, device=noisy.device)",
+        original="positions = torch.arange(length, device=noisy.device).repeat(copies + 1)",
+        replacement="positions = torch.arange((copies + 1) * length, device=noisy.device)",
         tests=(
             "tests/test_block_diffusion.py::test_the_training_mask_is_the_bd3lm_table",
             "tests/test_block_diffusion.py::test_block_size_of_the_whole_row_is_the_mdlm_loss_on_the_same_masks",

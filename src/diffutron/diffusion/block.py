@@ -23,6 +23,10 @@ maskable) are cut from position 0. Padding is removed by the attention mask, not
 | x_t         | same block   | block_k < block_q    |
 | x0          | never        | block_k <= block_q   |
 
+**k noised copies** (``diffusion.noised_copies``): [x_t1 ; ... ; x_tk ; x0], (k+1)L tokens, positions
+[0..L-1] k+1 times; each x_t copy is a row of the table above with the others hidden from it, so one
+pass gives k loss samples at (k+1)/k tokens per sample instead of 2.
+
 **Sampling and re-encoding** (``causal_allowed``): one copy of the canvas, a query sees the keys of
 blocks <= its own. For a canvas of clean finished blocks, the current (partly masked) block and masked
 later blocks, the current block's queries then see exactly what its x_t queries see in training, and
