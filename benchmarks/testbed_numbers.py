@@ -3,6 +3,7 @@
     python benchmarks/testbed_numbers.py                        # train once (cached), then every decoder
     python benchmarks/testbed_numbers.py --minutes 8 --items 200 --out runs/testbed-numbers
     python benchmarks/testbed_numbers.py --retrain              # ignore the cached model
+    python benchmarks/testbed_numbers.py --mode block --block-size 8 --steps 400   # a block model against the MDLM
 
 Generative perplexity on a barely trained model cannot tell samplers apart: such a model is never sure
 of anything, so every decoder looks alike. Here the answer is checkable exactly. The task
@@ -16,6 +17,10 @@ project's own recipe code (one SFT stage from scratch on a tokenizer trained on 
 
 The trained model is cached in ``--out``; every decoder is then measured on the same held-out items:
 exact match (with its standard error), forward passes per answer, answer tokens per second.
+
+``--mode block --block-size N`` trains the same recipe as a block-diffusion model (``runs/testbed-numbers-
+<task>-block<N>``, the MDLM's task files) and decodes it (re-encoding and the exact block cache) in the same
+run as the MDLM of ``--against`` (its reference and dual-cache decoders; trained there first when absent).
 
 ``--context N`` adds a second SFT stage, continued from the first one's model, whose questions come
 after up to N tokens of unrelated Turkish text (spans of the embedded corpus, of random length), so that
