@@ -3,6 +3,7 @@
     python benchmarks/testbed_numbers.py                        # train once (cached), then every decoder
     python benchmarks/testbed_numbers.py --minutes 8 --items 200 --out runs/testbed-numbers
     python benchmarks/testbed_numbers.py --retrain              # ignore the cached model
+    python benchmarks/testbed_numbers.py --mode block --block-size 8 --steps 400   # a block model against the MDLM
 
 Generative perplexity on a barely trained model cannot tell samplers apart: such a model is never sure
 of anything, so every decoder looks alike. Here the answer is checkable exactly. The task
@@ -16,6 +17,10 @@ project's own recipe code (one SFT stage from scratch on a tokenizer trained on 
 
 The trained model is cached in ``--out``; every decoder is then measured on the same held-out items:
 exact match (with its standard error), forward passes per answer, answer tokens per second.
+
+``--mode block --block-size N`` trains the same recipe as a block-diffusion model (``runs/testbed-numbers-
+<task>-block<N>``, the MDLM's task files) and decodes it (re-encoding and the exact block cache) in the same
+run as the MDLM of ``--against`` (its reference and dual-cache decoders; trained there first when absent).
 
 ``--context N`` adds a second SFT stage, continued from the first one's model, whose questions come
 after up to N tokens of unrelated Turkish text (spans of the embedded corpus, of random length), so that
@@ -38,6 +43,7 @@ from pathlib import Path
 import torch
 
 from diffutron.config import recipe_from_dict
+from diffutron.diffusion.block import suggested_t_clip
 from diffutron.models.checkpoint import load_checkpoint
 from diffutron.sampling import GenerationConfig, generate
 from diffutron.sampling.prompts import encode_prompt
@@ -189,7 +195,10 @@ def testbed_recipe(
     context_minutes: float = 5.0,
     steps: int = 100_000,
     more_steps: int = 0,
+    block_size: int | None = None,
 ):
+    """The testbed's SFT recipe; ``block_size``: every stage trains a block-diffusion model (BD3-LM,
+    docs/block-diffusion.md) with blocks of that many tokens and the suggested clipped levels."""
     stages = [
         {
             "name": "numbers",
@@ -248,6 +257,9 @@ def testbed_recipe(
                 },
             }
         )
+    if block_size is not None:
+        diffusion = {"mode": "block", "block_size": block_size, "t_clip": suggested_t_clip(block_size)}
+        stages = [{**stage, "diffusion": diffusion} for stage in stages]
     return recipe_from_dict(
         {
             "name": "testbed-numbers",
@@ -364,6 +376,34 @@ def decoders(length: int, calibration: float = 1.0) -> list[tuple[str, Generatio
     return out
 
 
+def block_decoders(length: int) -> list[tuple[str, GenerationConfig]]:
+    """A block model's decoders (it decodes its own blocks: the generation block size is replaced by
+    the model's): re-encoding the prefix against the exact block cache (``cache`` prefix), one token per
+    pass and the adaptive rules."""
+    base = GenerationConfig(max_new_tokens=length, steps=length, block_size=length, temperature=0.0)
+    cached = replace(base, cache="prefix")
+    out = [("low_confidence, 1 token/pass", base), ("low_confidence, 1 token/pass, exact cache", cached)]
+    for tau in (0.9, 0.7, 0.5):
+        out.append((f"threshold τ={tau}", replace(base, remasking="threshold", threshold=tau)))
+        out.append((f"threshold τ={tau}, exact cache", replace(cached, remasking="threshold", threshold=tau)))
+    for f in (0.5, 1.0):
+        out.append((f"factor f={f}, exact cache", replace(cached, remasking="factor", factor=f)))
+    return out
+
+
+def mdlm_against_block(length: int) -> list[tuple[str, GenerationConfig]]:
+    """The MDLM's side of the block-mode comparison: the reference, and its fastest exact-match
+    decoders with the dual cache (blocks of 8, the testbed's cached setting)."""
+    keep = (
+        "low_confidence, 1 token/pass",
+        "low_confidence, blocks of 8, cache dual",
+        "threshold τ=0.9, blocks of 8, cache dual",
+        "factor f=0.5, blocks of 8, cache dual",
+        "factor f=1.0, blocks of 8, cache dual",
+    )
+    return [d for d in decoders(length) if d[0] in keep]
+
+
 def fit_calibration(loaded, prompts: list[str], gold: list[str], seed: int) -> float:
     """The confidence temperature T minimising the gold tokens' negative log-likelihood at masked answer
     positions (each answer masked at a uniform random rate, as during decoding), on items held out from
@@ -392,6 +432,16 @@ def fit_calibration(loaded, prompts: list[str], gold: list[str], seed: int) -> f
         f"calibration: T = {best:.2f} (NLL {min(nll):.4f} vs {nll[grid.index(1.0)]:.4f} at T = 1) on {len(target)} tokens"
     )
     return best
+
+
+def trained(recipe, out: Path, last: Path, retrain: bool) -> dict:
+    """Train ``recipe`` into ``out`` unless its last stage is there; that stage's summary."""
+    if retrain or not (last / "summary.json").exists():
+        # resumes: a cached first stage is kept when only the context stage is new
+        run_recipe(recipe, out, resume=not retrain, progress=True)
+    summary = json.loads((last / "summary.json").read_text(encoding="utf-8"))
+    print(f"model: {last / 'model'} ({summary.get('steps')} steps, {summary.get('train_seconds', 0):.0f} s)")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -442,24 +492,51 @@ def main(argv: list[str] | None = None) -> int:
         help="fit the confidence temperature on other held-out items (cached in --out) and add calibrated rows",
     )
     ap.add_argument("--only", nargs="*", help="decoders whose name contains one of these (default: all)")
+    ap.add_argument(
+        "--mode",
+        choices=("mdlm", "block"),
+        default="mdlm",
+        help="block: train the recipe as a block-diffusion model (needs --block-size) and measure it "
+        "against the MDLM of --against in the same run",
+    )
+    ap.add_argument("--block-size", type=int, help="with --mode block: tokens per block (L')")
+    ap.add_argument(
+        "--against",
+        help="with --mode block: the MDLM testbed folder (default: runs/testbed-numbers-<task>; trained "
+        "there first with the same budget when absent)",
+    )
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
+    block = args.mode == "block"
+    if block and (args.block_size is None or args.block_size < 1):
+        ap.error(f"--mode block needs --block-size of at least 1, got {args.block_size}")
+    if not block and (args.block_size is not None or args.against):
+        ap.error("--block-size and --against go with --mode block")
+    if block and (args.calibrate or args.context or args.more_steps):
+        ap.error("--calibrate, --context and --more-steps are for the MDLM testbed (--mode mdlm)")
     torch.manual_seed(args.seed)
 
-    out = Path(args.out or f"runs/testbed-numbers-{args.task}")
+    mdlm_out = Path(args.against or f"runs/testbed-numbers-{args.task}")
+    out = Path(args.out or (f"{mdlm_out}-block{args.block_size}" if block else mdlm_out))
+    # a block model learns the MDLM's task files (rows, tokenizer, held-out items): one comparison
     rows, tokenizer_dir, test = write_task_files(
-        out / "task", args.train_items, args.items, args.seed, args.task
+        mdlm_out / "task", args.train_items, args.items, args.seed, args.task
     )
-    recipe = testbed_recipe(
-        rows,
-        tokenizer_dir,
-        args.minutes,
-        args.seed,
-        args.context,
-        args.context_minutes,
-        args.steps,
-        args.more_steps,
-    )
+
+    def recipe_for(block_size: int | None):
+        return testbed_recipe(
+            rows,
+            tokenizer_dir,
+            args.minutes,
+            args.seed,
+            args.context,
+            args.context_minutes,
+            args.steps,
+            args.more_steps,
+            block_size,
+        )
+
+    recipe = recipe_for(args.block_size)
     last = out / recipe.stages[-1].name
     if args.context and not rows.with_name(f"train-context{args.context}.jsonl").exists():
         from transformers import AutoTokenizer
@@ -472,16 +549,14 @@ def main(argv: list[str] | None = None) -> int:
             args.context,
             args.seed,
         )
-    if args.retrain or not (last / "summary.json").exists():
-        # resumes: a cached first stage is kept when only the context stage is new
-        run_recipe(recipe, out, resume=not args.retrain, progress=True)
-    model_dir = last / "model"
-    summary = json.loads((last / "summary.json").read_text(encoding="utf-8"))
-    print(f"model: {model_dir} ({summary.get('steps')} steps, {summary.get('train_seconds', 0):.0f} s)")
+    summary = trained(recipe, out, last, args.retrain)
+    mdlm_last = mdlm_out / recipe_for(None).stages[-1].name
+    if block:  # the MDLM it is measured against (cached, or trained with the same budget)
+        summary = {"block": summary, "mdlm": trained(recipe_for(None), mdlm_out, mdlm_last, False)}
     if args.train_only:
         return 0
 
-    loaded = load_checkpoint(model_dir)
+    loaded = load_checkpoint(last / "model")
     loaded.model.eval()
     tok = loaded.tokenizer
     if args.prompt_tokens:
@@ -519,12 +594,21 @@ def main(argv: list[str] | None = None) -> int:
             calibration = fit_calibration(loaded, [chat(p) for p, _, _ in held], [a for _, a, _ in held], 0)
             cal_file.write_text(json.dumps({"confidence_temperature": calibration, "items": 200}))
 
-    results = []
-    chosen = decoders(args.length, calibration)
+    # (model, decoders); block mode: the MDLM first (its one token per pass is the reference), then
+    # the block model, on the same items in the same process
+    if block:
+        mdlm = load_checkpoint(mdlm_last / "model")
+        mdlm.model.eval()
+        plan = [(mdlm, "MDLM", mdlm_against_block(args.length))]
+        plan.append((loaded, f"BD3-LM L'={args.block_size}", block_decoders(args.length)))
+    else:
+        plan = [(loaded, "", decoders(args.length, calibration))]
+    chosen = [(m, f"{label}: {name}" if label else name, cfg) for m, label, ds in plan for name, cfg in ds]
     if args.only:  # the reference stays first: the comparisons are against it
-        chosen = chosen[:1] + [d for d in chosen[1:] if any(k in d[0] for k in args.only)]
-    for name, cfg in chosen:
-        r = measure(loaded, prompts, gold, cfg, args.batch, name)
+        chosen = chosen[:1] + [d for d in chosen[1:] if any(k in d[1] for k in args.only)]
+    results = []
+    for model, name, cfg in chosen:
+        r = measure(model, prompts, gold, cfg, args.batch, name)
         results.append(r)
         # per draw of items: the spread of exact match between the draws
         per = [
@@ -532,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
             for j in range(args.eval_seeds)
         ]
         print(
-            f"{name:<44} EM {100 * r.exact_match:5.1f} ± {100 * r.stderr:3.1f} "
+            f"{name:<52} EM {100 * r.exact_match:5.1f} ± {100 * r.stderr:3.1f} "
             f"(draws {' / '.join(f'{e:.1f}' for e in per)})  "
             f"passes {r.passes_per_answer:5.1f}  {r.tokens_per_second:7.1f} tok/s",
             flush=True,
@@ -543,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         gained = sum(c and not c0 for c, c0 in zip(r.correct, ref.correct, strict=True))
         lost = sum(c0 and not c for c, c0 in zip(r.correct, ref.correct, strict=True))
         print(
-            f"{r.name:<44} EM {100 * (r.exact_match - ref.exact_match):+5.1f} pt (+{gained} -{lost} items)  "
+            f"{r.name:<52} EM {100 * (r.exact_match - ref.exact_match):+5.1f} pt (+{gained} -{lost} items)  "
             f"passes ×{r.passes_per_answer / ref.passes_per_answer:.2f}  "
             f"tok/s ×{r.tokens_per_second / ref.tokens_per_second if ref.tokens_per_second else math.nan:.2f}"
         )

@@ -661,3 +661,128 @@ def test_the_eager_attention_gets_an_additive_mask_with_the_same_result_and_othe
     model.config._attn_implementation_internal = "flash_attention_2"  # as loaded with it; not installed here
     check_backbone(MaskedLMParts(model))
     assert model.config._attn_implementation == "sdpa"
+
+
+# -- k noised copies sharing one clean copy: [x_t1 ; ... ; x_tk ; x0] ----------------------------------
+
+
+def test_noised_copies_see_their_own_block_and_the_clean_copy_never_each_other():
+    maskable = torch.tensor([[False, True, True, True, True, True]])  # a 1-token prompt: block -1
+    blocks = block_index(maskable, 2)
+    noisy = torch.tensor([[10] * 6, [20] * 6])  # copy 0 and copy 1 of the one row
+    ids, pos, allowed = training_layout(noisy, torch.full((1, 6), 30), blocks)
+    assert ids.tolist() == [[10] * 6 + [20] * 6 + [30] * 6] and pos.tolist() == list(range(6)) * 3
+    a = allowed[0]
+    for q, k in itertools.product(range(18), range(18)):
+        cq, ck = q // 6, k // 6  # 0, 1: noised copies; 2: the clean copy
+        bq, bk = int(blocks[0, q % 6]), int(blocks[0, k % 6])
+        if cq < 2 and ck < 2:
+            want = cq == ck and bq == bk
+        elif cq < 2:
+            want = bk < bq
+        elif ck < 2:
+            want = False
+        else:
+            want = bk <= bq
+        assert bool(a[q, k]) == want, (q, k)
+    with pytest.raises(ValueError, match="whole number of copies"):
+        training_layout(torch.zeros(3, 6, dtype=torch.long), torch.zeros(2, 6, dtype=torch.long), blocks)
+
+
+@pytest.mark.parametrize("copies", [2, 3])
+def test_each_noised_copy_is_scored_as_in_its_own_two_copy_pass(copies):
+    """k copies in one pass of (k+1)L tokens give, position by position, the weighted CE of k separate
+    [x_tj ; x0] passes: with a prompt, padding and a sliding-window layer."""
+    from diffutron.diffusion.loss import weighted_masked_nll
+
+    parts = MaskedLMParts(_modernbert(local_attention=4))
+    ids = _ids(3, 10, seed=4)
+    attention = torch.ones_like(ids)
+    attention[1, 8:] = 0  # padding at the end of one row
+    maskable = attention.bool().clone()
+    maskable[:, :2] = False  # a prompt of two tokens
+    gen = torch.Generator().manual_seed(7)
+    masked = (torch.rand(copies * 3, 10, generator=gen) < 0.5) & maskable.repeat(copies, 1)
+    masked[:, 2] = True  # every copy scores something
+    noisy = torch.where(masked, MASK, ids.repeat(copies, 1))
+    weights = torch.rand(copies * 3, generator=gen) + 0.5
+
+    def nll(noisy_rows, masked_rows, w):
+        return weighted_masked_nll(
+            parts,
+            ids,
+            noisy_rows,
+            masked_rows,
+            attention,
+            w,
+            suppress_id=MASK,
+            block_size=3,
+            maskable=maskable,
+        )
+
+    with torch.no_grad():
+        together = nll(noisy, masked, weights)
+        one_by_one = torch.cat(
+            [
+                nll(noisy[j * 3 : (j + 1) * 3], masked[j * 3 : (j + 1) * 3], weights[j * 3 : (j + 1) * 3])
+                for j in range(copies)
+            ]
+        )
+    assert together.shape == (copies * 3, 10) and bool((together[masked] > 0).all())
+    torch.testing.assert_close(together, one_by_one, rtol=1e-5, atol=1e-5)
+    # the copies really differ (another draw), so a mix-up of copies or rows would show
+    assert not torch.allclose(together[:3], together[3:6])
+
+
+@pytest.mark.parametrize("estimator", ["count", "time"])
+def test_two_noised_copies_estimate_the_same_exact_bound_and_one_copy_is_todays_loss(estimator):
+    parts = MaskedLMParts(_modernbert())
+    ids = _ids(48, 6, seed=6)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        exact = float(_exact_block_nelbo(parts, ids, 3).sum()) / ids.numel()
+
+    def loss(seed: int, **kw):
+        return mdlm_loss(
+            parts,
+            ids,
+            maskable,
+            schedule=get_schedule("linear"),
+            mask_id=MASK,
+            generator=torch.Generator().manual_seed(seed),
+            block_size=3,
+            estimator=estimator,
+            **kw,
+        )
+
+    with torch.no_grad():
+        assert torch.equal(loss(0, copies=1).loss, loss(0).loss)  # k = 1: the same draws, the same pass
+        draws = []
+        for seed in range(16):
+            out = loss(seed, copies=2)
+            assert out.masked.shape == (96, 6)
+            # the loss is the mean of the two copies' token-normalised losses
+            assert float(out.loss) == pytest.approx(float(out.nelbo) / (2 * ids.numel()), rel=1e-6)
+            draws.append(float(out.loss))
+    mean = sum(draws) / len(draws)
+    stderr = (sum((d - mean) ** 2 for d in draws) / (len(draws) - 1) / len(draws)) ** 0.5
+    assert 0 < stderr < 0.2 * exact
+    assert abs(mean - exact) < 3 * stderr, (mean, exact, stderr)
+    out = loss(0, copies=2)
+    out.loss.backward()  # one backward through the (k+1)L pass
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in parts.parameters())
+
+
+def test_noised_copies_are_refused_without_block_mode_or_below_one():
+    parts = MaskedLMParts(_modernbert())
+    ids = _ids(2, 6)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    kw = {"schedule": get_schedule("linear"), "mask_id": MASK}
+    with pytest.raises(ValueError, match="block mode"):
+        mdlm_loss(parts, ids, maskable, copies=2, **kw)
+    with pytest.raises(ValueError, match="positive integer"):
+        mdlm_loss(parts, ids, maskable, copies=0, block_size=3, **kw)
+    with pytest.raises(ConfigError, match="noised copies"):
+        from_dict(RunConfig, {"diffusion": {"noised_copies": 2}})
+    cfg = from_dict(RunConfig, {"diffusion": {"mode": "block", "block_size": 4, "noised_copies": 2}})
+    assert cfg.diffusion.noised_copies == 2

@@ -106,3 +106,42 @@ def test_decoders_cover_every_adaptive_rule_and_calibration_only_when_fitted():
     assert not any(c.confidence_temperature != 1.0 for _, c in plain)
     fitted = testbed.decoders(32, calibration=1.3)
     assert {c.confidence_temperature for _, c in fitted} == {1.0, 1.3}
+
+
+def test_block_recipe_trains_every_stage_in_block_mode(tmp_path):
+    from diffutron.diffusion.block import suggested_t_clip
+
+    recipe = testbed.testbed_recipe(
+        tmp_path / "t.jsonl", tmp_path / "tok", 1.0, 0, more_steps=50, block_size=8
+    )
+    assert [s.name for s in recipe.stages] == ["numbers", "more50"]
+    for stage in recipe.stages:
+        assert (stage.diffusion.mode, stage.diffusion.block_size) == ("block", 8)
+        assert stage.diffusion.t_clip == suggested_t_clip(8)
+    mdlm = testbed.testbed_recipe(tmp_path / "t.jsonl", tmp_path / "tok", 1.0, 0)
+    assert mdlm.stages[0].diffusion.mode == "mdlm" and mdlm.stages[0].diffusion.block_size is None
+
+
+def test_block_decoders_use_the_exact_cache_and_the_mdlm_side_its_dual_cache():
+    block = dict(testbed.block_decoders(32))
+    assert block["low_confidence, 1 token/pass"].cache == "none"  # re-encoding: the exact reference
+    assert block["low_confidence, 1 token/pass, exact cache"].cache == "prefix"
+    assert block["threshold τ=0.9, exact cache"].remasking == "threshold"
+    mdlm = testbed.mdlm_against_block(32)
+    assert mdlm[0][0] == "low_confidence, 1 token/pass"  # the reference stays first
+    assert all(cfg.cache == "dual" for name, cfg in mdlm[1:])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--mode", "block"], "--mode block needs --block-size"),
+        (["--mode", "block", "--block-size", "0"], "--mode block needs --block-size"),
+        (["--block-size", "8"], "go with --mode block"),
+        (["--mode", "block", "--block-size", "8", "--calibrate"], "for the MDLM testbed"),
+    ],
+)
+def test_block_mode_arguments_get_a_clear_error(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        testbed.main(argv)
+    assert message in capsys.readouterr().err

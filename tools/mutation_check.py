@@ -87,6 +87,25 @@ MUTATIONS: list[Mutation] = [
         why="block diffusion draws one noise level per row again (BD3-LM draws one per block)",
     ),
     Mutation(
+        name="noised-copies-see-each-other",
+        file="src/diffutron/diffusion/block.py",
+        original="    own = torch.eye(copies, dtype=torch.bool, device=blocks.device)",
+        replacement="    own = torch.ones(copies, copies, dtype=torch.bool, device=blocks.device)",
+        tests=(
+            "tests/test_block_diffusion.py::test_noised_copies_see_their_own_block_and_the_clean_copy_never_each_other",
+            "tests/test_block_diffusion.py::test_each_noised_copy_is_scored_as_in_its_own_two_copy_pass",
+        ),
+        why="k noised copies in one pass attend to each other's block: a copy sees another draw's unmasked tokens",
+    ),
+    Mutation(
+        name="noised-copies-scored-in-the-wrong-rows",
+        file="src/diffutron/diffusion/loss.py",
+        original="        ce = ce[:, : copies * length].reshape(batch, copies, length).transpose(0, 1).reshape(-1, length)",
+        replacement="        ce = ce[:, : copies * length].reshape(copies, batch, length).reshape(-1, length)",
+        tests=("tests/test_block_diffusion.py::test_each_noised_copy_is_scored_as_in_its_own_two_copy_pass",),
+        why="the head's CE of k copies is put back row-major instead of copy-major: losses land on other rows' masks",
+    ),
+    Mutation(
         name="block-noise-neighbouring-strata",
         file="src/diffutron/diffusion/loss.py",
         original="                .view(n_blocks, batch)\n                .T\n",
@@ -173,8 +192,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="block-positions-not-shared",
         file="src/diffutron/diffusion/block.py",
-        original="positions = torch.arange(length, device=noisy.device).repeat(2)",
-        replacement="positions = torch.arange(2 * length, device=noisy.device)",
+        original="positions = torch.arange(length, device=noisy.device).repeat(copies + 1)",
+        replacement="positions = torch.arange((copies + 1) * length, device=noisy.device)",
         tests=(
             "tests/test_block_diffusion.py::test_the_training_mask_is_the_bd3lm_table",
             "tests/test_block_diffusion.py::test_block_size_of_the_whole_row_is_the_mdlm_loss_on_the_same_masks",

@@ -82,10 +82,12 @@ class DiffusionConfig:
     block_noise: str = (
         "block"  # block mode: block = a noise level (or count) per block, as BD3-LM | row = one per row
     )
+    noised_copies: int = 1  # block mode: k noised copies per row share one clean copy ((k+1)L tokens a pass)
 
     def __post_init__(self) -> None:
         # checked here so a typo fails when the config loads, not at the first training step
         from .diffusion.block import check_mode
+        from .diffusion.loss import check_copies
         from .diffusion.masking import check_clip
 
         try:
@@ -94,6 +96,7 @@ class DiffusionConfig:
                 check_clip(self.t_clip)
             if self.block_noise not in ("block", "row"):
                 raise ValueError(f"block_noise must be 'block' or 'row', got {self.block_noise!r}")
+            check_copies(self.noised_copies, self.block_size if self.mode == "block" else None)
         except ValueError as exc:
             raise ConfigError(f"diffusion: {exc}") from None
         if self.mode == "mdlm" and self.block_size is not None:

@@ -23,6 +23,10 @@ maskable) are cut from position 0. Padding is removed by the attention mask, not
 | x_t         | same block   | block_k < block_q    |
 | x0          | never        | block_k <= block_q   |
 
+**k noised copies** (``diffusion.noised_copies``): [x_t1 ; ... ; x_tk ; x0], (k+1)L tokens, positions
+[0..L-1] k+1 times; each x_t copy is a row of the table above with the others hidden from it, so one
+pass gives k loss samples at (k+1)/k tokens per sample instead of 2.
+
 **Sampling and re-encoding** (``causal_allowed``): one copy of the canvas, a query sees the keys of
 blocks <= its own. For a canvas of clean finished blocks, the current (partly masked) block and masked
 later blocks, the current block's queries then see exactly what its x_t queries see in training, and
@@ -97,17 +101,29 @@ def training_layout(
     noisy: torch.Tensor, clean: torch.Tensor, blocks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The one-pass training input: ids [B, 2L] = [x_t ; x0], positions [2L] = [0..L-1, 0..L-1] and
-    ``allowed`` [B, 2L, 2L] (the table of the module doc)."""
-    length = noisy.shape[1]
+    ``allowed`` [B, 2L, 2L] (the table of the module doc).
+
+    ``noisy`` may hold k noised copies of ``clean`` [B, L], copy-major ([k*B, L]: copy j of row r is
+    row j*B + r): the input is then [x_t1 ; ... ; x_tk ; x0] ((k+1)L tokens), each x_t copy sees
+    its own block and the clean earlier blocks, never another copy, so each copy's logits are those of
+    its own [x_tj ; x0] pass: k loss samples for (k+1)L tokens instead of 2kL."""
+    batch, length = clean.shape
+    copies = noisy.shape[0] // batch
+    if noisy.shape[0] != copies * batch or copies < 1:
+        raise ValueError(f"noisy rows {noisy.shape[0]} are not a whole number of copies of {batch} rows")
     bq, bk = blocks[:, :, None], blocks[:, None, :]
-    xt_xt = bq == bk
     xt_x0 = bk < bq
     x0_x0 = bk <= bq
-    top = torch.cat([xt_xt, xt_x0], dim=2)
-    bottom = torch.cat([torch.zeros_like(x0_x0), x0_x0], dim=2)
+    no = torch.zeros_like(x0_x0)
+    own = torch.eye(copies, dtype=torch.bool, device=blocks.device)  # copy i sees copy j: only i == j
+    xt_xt = torch.where(own[None, :, None, :, None], (bq == bk)[:, None, :, None, :], False)
+    xt_xt = xt_xt.reshape(batch, copies * length, copies * length)
+    top = torch.cat([xt_xt, xt_x0.repeat(1, copies, 1)], dim=2)
+    bottom = torch.cat([no.repeat(1, 1, copies), x0_x0], dim=2)
     allowed = torch.cat([top, bottom], dim=1)
-    positions = torch.arange(length, device=noisy.device).repeat(2)
-    return torch.cat([noisy, clean], dim=1), positions, allowed
+    positions = torch.arange(length, device=noisy.device).repeat(copies + 1)
+    xt = noisy.view(copies, batch, length).transpose(0, 1).reshape(batch, copies * length)
+    return torch.cat([xt, clean], dim=1), positions, allowed
 
 
 def _model_type(parts: MaskedLMParts) -> str:
@@ -205,11 +221,13 @@ def block_inputs(
     block_size: int,
 ) -> tuple[torch.Tensor, Any, torch.Tensor]:
     """The training / likelihood input of block mode: (ids [B, 2L], attention mask, position ids
-    [B, 2L]) for x_t = ``noisy`` and x0 = ``clean``. Blocks from ``maskable``; padding from
-    ``attention_mask`` (excluded as a key in both copies)."""
+    [B, 2L]) for x_t = ``noisy`` and x0 = ``clean`` (``noisy`` [k*B, L], k noised copies of each
+    row: [B, (k+1)L], ``training_layout``). Blocks from ``maskable`` [B, L]; padding from
+    ``attention_mask`` [B, L] (excluded as a key in every copy)."""
     blocks = block_index(maskable, block_size)
     ids, positions, allowed = training_layout(noisy, clean, blocks)
-    padding = None if attention_mask is None else attention_mask.bool().repeat(1, 2)
+    copies = ids.shape[1] // clean.shape[1]
+    padding = None if attention_mask is None else attention_mask.bool().repeat(1, copies)
     mask = block_attention(parts, allowed, positions, padding)
     pos = model_positions(parts, positions)[None, :].expand(ids.shape[0], -1)
     return ids, mask, pos

@@ -90,31 +90,58 @@ def weighted_masked_nll(
 
     ``block_size``: block diffusion (``diffusion.block``): one pass over [x_t ; x0] with the block
     mask, blocks cut from the first ``maskable`` position (default: the attention mask, or every
-    position), and the head only at the masked positions of the x_t half."""
+    position), and the head only at the masked positions of the x_t half. There, ``noisy_ids`` and
+    ``masked`` may be [k*B, L] against ``input_ids`` [B, L]: k noised copies of each row (copy-major)
+    sharing one clean copy in one pass ([x_t1 ; ... ; x_tk ; x0]); the result is then [k*B, L]."""
     position_ids = None
+    batch, length = input_ids.shape
+    copies = masked.shape[0] // batch
+    if block_size is None and copies != 1:
+        raise ValueError("noised copies sharing one clean copy need block mode (block_size)")
     inputs, select = noisy_ids, masked
-    if block_size is not None:
+    if block_size is None:
+        targets = input_ids[masked]
+    else:
         if maskable is None:
-            maskable = attention_mask.bool() if attention_mask is not None else torch.ones_like(masked)
+            maskable = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids)
         inputs, attention_mask, position_ids = block_inputs(
             _bare(parts), noisy_ids, input_ids, maskable, attention_mask, block_size
         )
-        select = torch.cat([masked, torch.zeros_like(masked)], dim=1)  # the x0 half is never scored
+        # the head's rows in the layout's order: copy after copy inside each row; x0 is never scored
+        in_layout = masked.view(copies, batch, length).transpose(0, 1).reshape(batch, copies * length)
+        select = torch.cat([in_layout, torch.zeros_like(input_ids, dtype=torch.bool)], dim=1)
+        targets = input_ids.repeat(1, copies + 1)[select]
     ce = parts(
         inputs,
         attention_mask,
         select,
-        input_ids[masked],
+        targets,
         suppress_id=suppress_id,
         sparse_head=sparse_head,
         max_logit_elements=max_logit_elements,
         **({} if position_ids is None else {"position_ids": position_ids}),
-    )  # [N]
+    )  # [N], in the order of ``select``
+    if copies != 1:  # back to the rows of ``masked``: [B, kL] -> [k*B, L]
+        ce = torch.zeros(select.shape, dtype=ce.dtype, device=ce.device).masked_scatter(select, ce)
+        ce = ce[:, : copies * length].reshape(batch, copies, length).transpose(0, 1).reshape(-1, length)
+        ce = ce[masked]
     out = torch.zeros(masked.shape, dtype=ce.dtype, device=ce.device)
     weights = weights.to(device=ce.device, dtype=ce.dtype)
     if weights.dim() == 1:  # one weight per row; [B, L]: per position (a noise level per block)
         weights = weights[:, None].expand_as(masked)
     return out.masked_scatter(masked, ce * weights[masked])
+
+
+def check_copies(copies: int, block_size: int | None) -> None:
+    """A clear error for a number of noised copies that is not a positive integer, or more than one
+    without block mode (an MDLM has no clean copy to share: use a larger batch)."""
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise ValueError(f"noised copies must be a positive integer, got {copies!r}")
+    if copies > 1 and block_size is None:
+        raise ValueError(
+            f"{copies} noised copies share one clean copy of block mode; the MDLM has none "
+            "(use diffusion.mode: block, or a larger batch)"
+        )
 
 
 def mdlm_loss(
@@ -136,6 +163,7 @@ def mdlm_loss(
     block_size: int | None = None,
     clip: tuple[float, float] | None = None,
     block_noise: str = "block",
+    copies: int = 1,
 ) -> LossOutput:
     """The loss of one batch (module doc). ``block_size``: block diffusion, the same NELBO summed over
     blocks, each given the clean earlier ones (``diffusion.block``); masks, weights and normalisation
@@ -144,13 +172,23 @@ def mdlm_loss(
     [eps, 1), the clipped levels of BD3-LM; not a bound any more, so evaluation never clips.
     ``block_noise`` (block mode): ``block`` draws a level (or count) per block, as BD3-LM does, stratified
     over all blocks of the batch; ``row`` one per row, shared by its blocks. Both estimate the same sum
-    of per-block NELBOs; a ``t`` given per row is always used per row."""
+    of per-block NELBOs; a ``t`` given per row is always used per row.
+
+    ``copies`` k (block mode): k noised copies of each row share its one clean copy in one pass of
+    (k+1)L tokens; each copy's levels and masks are drawn as for k*B rows (stratified over all of
+    them), so each estimates the same bound and the loss is their mean (k = 1: today's loss exactly).
+    ``t``, when given, is then per noised row ([k*B] or [k*B, L]); ``maskable`` and ``masked`` of the
+    output are [k*B, L]."""
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if block_noise not in BLOCK_NOISE:
         raise ValueError(f"block_noise must be one of {BLOCK_NOISE}, got {block_noise!r}")
+    check_copies(copies, block_size)
+    clean, clean_attention = input_ids, attention_mask
+    if copies > 1:  # draw levels and masks for k*B rows, copy-major; one clean copy in the pass
+        input_ids, maskable = input_ids.repeat(copies, 1), maskable.repeat(copies, 1)
     batch = input_ids.shape[0]
     blocks = None
     if block_size is not None and block_noise == "block" and t is None:
@@ -184,17 +222,17 @@ def mdlm_loss(
         weights = schedule.weight(t.float())
     nll = weighted_masked_nll(
         parts,
-        input_ids,
+        clean,
         noisy,
         masked,
-        attention_mask,
+        clean_attention,
         weights,
         suppress_id=mask_id,
         sparse_head=sparse_head,
         max_logit_elements=max_logit_elements,
         block_size=block_size,
-        maskable=maskable,
-    )  # [B, L]
+        maskable=maskable[: clean.shape[0]],
+    )  # [k*B, L]
     per_row = nll.sum(dim=1)
     maskable_per_row = maskable.sum(dim=1)
     if normalization == "token":

@@ -506,6 +506,7 @@ def _step(run: _Run) -> tuple[torch.Tensor, int]:
                 block_size=run.settings.diffusion_block,
                 clip=run.cfg.diffusion.t_clip,
                 block_noise=run.cfg.diffusion.block_noise,
+                copies=run.cfg.diffusion.noised_copies,
             )
             accelerator.backward(out.loss)  # divided by grad_accum there (by the engine under DeepSpeed)
         loss_sum += out.loss.detach() / tc.grad_accum
