@@ -5,12 +5,16 @@ What it is: the data side of the skill table (``evaluation/skills.py``). Each sk
 answer, so that a model's answer is either right or wrong, and a stage's gain or loss is visible
 as exact match rather than only as a perplexity::
 
-    tekrar   "Bu ifadeyi aynen tekrar et.\\n\\nmilletin büyük gücü"   -> "milletin büyük gücü"
-    ters     "Kelimelerin sırasını ters çevir.\\n\\n..."               -> "gücü büyük milletin"
-    büyük    "Büyük harflerle yaz.\\n\\nişte ılık"                      -> "İŞTE ILIK" (i -> İ, ı -> I)
-    ilk/son  "İlk kelimeyi yaz." / "Son kelimeyi yaz."                 -> one word
-    say      "Kaç kelime var?"                                         -> "3"
-    ek       "Çoğul ve bulunma eki ekle (-lerde/-larda).\\n\\nkitap"   -> "kitaplarda" (task skill)
+    tekrar   "Aynen yaz: milletin büyük gücü"             -> "milletin büyük gücü"
+    ters     "Ters sırayla yaz: milletin büyük gücü"      -> "gücü büyük milletin"
+    büyük    "Büyük harflerle yaz: işte ılık"             -> "İŞTE ILIK" (i -> İ, ı -> I)
+    ilk/son  "İlk kelimeyi yaz: ..." / "Son kelimeyi yaz: ..."  -> one word
+    say      "Kelimeleri say: milletin büyük gücü"        -> "3"
+    ek       "Çoğul ve bulunma eki ekle: kitap"           -> "kitaplarda" (task skill)
+
+The item comes last in the question, after a colon and a space: with the compact chat template
+(text/chat.py) it sits right before the answer, and each of its words is spelled by the BPE with
+the leading space it has in the answer, so copying a word is copying its tokens.
 
 Recipes use them by name as built-in SFT sources: ``builtin: skills-general`` (every general skill,
 interleaved), ``builtin: skill-<name>`` (one skill). Items are split by a hash of the item into
@@ -79,20 +83,14 @@ def _words(s: str) -> list[str]:
 SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
-        Skill("tekrar", "general", "Bu ifadeyi aynen tekrar et.", "phrase", lambda s: s),
-        Skill(
-            "ters",
-            "general",
-            "Kelimelerin sırasını ters çevir.",
-            "phrase",
-            lambda s: " ".join(_words(s)[::-1]),
-        ),
+        Skill("tekrar", "general", "Aynen yaz:", "phrase", lambda s: s),
+        Skill("ters", "general", "Ters sırayla yaz:", "phrase", lambda s: " ".join(_words(s)[::-1])),
         # 1-2 words: upper case is spelled byte by byte by the corpus BPE (~5 tokens a word)
-        Skill("büyük", "general", "Büyük harflerle yaz.", "short", turkish_upper),
-        Skill("ilk", "general", "İlk kelimeyi yaz.", "phrase", lambda s: _words(s)[0]),
-        Skill("son", "general", "Son kelimeyi yaz.", "phrase", lambda s: _words(s)[-1]),
-        Skill("say", "general", "Kaç kelime var?", "phrase", lambda s: str(len(_words(s)))),
-        Skill("ek", "task", "Çoğul ve bulunma eki ekle.", "word", plural_locative),
+        Skill("büyük", "general", "Büyük harflerle yaz:", "short", turkish_upper),
+        Skill("ilk", "general", "İlk kelimeyi yaz:", "phrase", lambda s: _words(s)[0]),
+        Skill("son", "general", "Son kelimeyi yaz:", "phrase", lambda s: _words(s)[-1]),
+        Skill("say", "general", "Kelimeleri say:", "phrase", lambda s: str(len(_words(s)))),
+        Skill("ek", "task", "Çoğul ve bulunma eki ekle:", "word", plural_locative),
     )
 }
 
@@ -132,7 +130,8 @@ def _items(kind: str, heldout_items: bool, seed: int, corpus: str) -> Iterator[s
 
 
 def _row(skill: Skill, item: str) -> dict[str, Any]:
-    return {"instruction": skill.instruction, "input": item, "output": skill.answer(item)}
+    # the item inside the instruction, not in alpaca's "input" (joined after "\n\n"): see the module doc
+    return {"instruction": f"{skill.instruction} {item}", "output": skill.answer(item), "item": item}
 
 
 def skill_rows(

@@ -249,6 +249,9 @@ def quickstart_recipe(
     chat = [{"builtin": conversations, "weight": 4.0, "optional": True}] if conversations else []
     # the checkable skills (data/skills.py) are Turkish: another language keeps its own sets
     turkish = language == "tr"
+    # the skills copy words of the question: the compact template with the markers as tokens puts a
+    # question's last word 2 tokens from the answer, spelled the same in both (text/chat.py)
+    template = "compact" if turkish else "diffutron"
     if turkish:
         general = [{"builtin": "skills-general"}, {"builtin": "continuation", "max_rows": 3000}]
         task, length, replay = [{"builtin": "skill-ek"}], SFT_LENGTH, REPLAY
@@ -262,7 +265,7 @@ def quickstart_recipe(
             "general and task-specific instruction tuning on data derived at run time.",
             "language": language,
             "model": {"preset": "tiny", "overrides": dict(TINY_OVERRIDES)},
-            "tokenizer": {"vocab_size": 8000},
+            "tokenizer": {"vocab_size": 8000, "chat_markers": turkish},
             "defaults": {
                 "diffusion": diffusion,
                 "training": {
@@ -293,6 +296,7 @@ def quickstart_recipe(
                         "sources": [*general, *chat],
                         "max_length": length,
                         "val_fraction": 0.05,
+                        "chat_template": template,
                     },
                     "training": {**_SFT_TRAINING, "max_minutes": budget("general")},
                 },
@@ -302,6 +306,7 @@ def quickstart_recipe(
                         "sources": [*task, *chat],
                         "max_length": length,
                         "val_fraction": 0.05,
+                        "chat_template": template,
                         "replay": replay,
                     },
                     "training": {**_SFT_TRAINING, "max_minutes": budget("task")},
@@ -321,7 +326,7 @@ def skill_demo(loaded, names: list[str]) -> list[dict[str, str]]:
     return [
         {
             "skill": name,
-            "prompt": f"{r['instruction']}\n\n{r['input']}",
+            "prompt": r["instruction"],
             "answer": a,
             "reference": r["output"],
         }
