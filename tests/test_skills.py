@@ -55,8 +55,8 @@ def test_held_out_items_never_appear_in_training_rows():
     from diffutron.data.skills import heldout, skill_rows
 
     for name in ("ek", "ters", "büyük"):
-        train = {r["input"] for r in skill_rows(name, 3000)}
-        held = {r["input"] for r in heldout(name, 200)}
+        train = {r["item"] for r in skill_rows(name, 3000)}
+        held = {r["item"] for r in heldout(name, 200)}
         assert len(held) >= 150 and not train & held
         assert all(is_heldout(x) for x in held) and not any(is_heldout(x) for x in train)
         assert heldout(name, 20) == heldout(name, 20)  # the same evaluation items on every call
@@ -128,7 +128,7 @@ def test_quickstart_full_summary_holds_the_skill_table_and_one_demo_per_skill(
         assert all(0.0 <= x <= 1.0 for x in t["exact_match"].values())
     assert [d["skill"] for d in saved["demo"]] == ["ters", "ek"]
     assert all({"prompt", "answer"} <= set(d) for d in saved["demo"])
-    assert saved["demo"][1]["prompt"].startswith("Çoğul ve bulunma eki ekle.")
+    assert saved["demo"][1]["prompt"].startswith("Çoğul ve bulunma eki ekle: ")
     # the task stage replayed the general stage's rows
     report = (tmp_path / "qs" / "task" / "data_report.txt").read_text(encoding="utf-8")
     assert "builtin:skill-ters (replay)" in report
