@@ -31,8 +31,13 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--general-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="(task stage) the general stage's overrides, so replay reads its sources")
+    ap.add_argument(
+        "--general-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="(task stage) the general stage's overrides, so replay reads its sources",
+    )
     ap.add_argument("--items", type=int, default=50, help="held-out items per skill")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -55,7 +60,10 @@ def main() -> None:
         general = with_overrides(stage_config(recipe, 1, args.out), args.general_set)
         recipe.stages[1].sft = general.sft
     cfg = stage_config(recipe, index, args.out)
-    cfg.model, cfg.tokenizer = ModelConfig(preset=None, pretrained=str(Path(args.start).resolve())), TokenizerConfig()
+    cfg.model, cfg.tokenizer = (
+        ModelConfig(preset=None, pretrained=str(Path(args.start).resolve())),
+        TokenizerConfig(),
+    )
     cfg.training.max_minutes = None
     cfg.training.max_steps = args.steps
     cfg = with_overrides(cfg, args.set)
@@ -79,7 +87,9 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "skills": rows,
     }
-    Path(args.out, "skill_stage.json").write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    Path(args.out, "skill_stage.json").write_text(
+        json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8"
+    )
     print(format_skills(skill_table({args.stage: rows})))
     for name, row in rows.items():
         print(f"  {name}: {row['example']}")
