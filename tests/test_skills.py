@@ -57,7 +57,7 @@ def test_held_out_items_never_appear_in_training_rows():
     for name in ("ek", "ters", "büyük"):
         train = {r["item"] for r in skill_rows(name, 3000)}
         held = {r["item"] for r in heldout(name, 200)}
-        assert len(held) >= 150 and not train & held
+        assert len(held) >= 100 and not train & held
         assert all(is_heldout(x) for x in held) and not any(is_heldout(x) for x in train)
         assert heldout(name, 20) == heldout(name, 20)  # the same evaluation items on every call
 
@@ -152,7 +152,7 @@ def test_a_run_trained_tokenizer_gets_the_chat_markers_when_asked(tmp_path, tr_c
         assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
 
 
-@pytest.mark.parametrize("name", ["tekrar", "son", "ek"])
+@pytest.mark.parametrize("name", ["tekrar", "ters", "son"])
 def test_a_skill_item_is_spelled_in_the_question_as_in_the_answer_next_to_it(tokenizer, name):
     """The copy the skills need is a copy of tokens: the item comes last in the question, and with
     the compact template each of its words has the same tokens there as in the answer."""
@@ -175,5 +175,5 @@ def test_a_skill_item_is_spelled_in_the_question_as_in_the_answer_next_to_it(tok
         assert p[-2 - len(last) : -2] == last  # the item's last word right before [/Question][Answer]
         if name == "tekrar":
             assert p[-2 - len(a) : -2] == a  # the whole answer is a copy of the question's last tokens
-        if name in ("son", "ek"):
+        if name in ("ters", "son"):
             assert a[: len(last)] == last  # the answer starts with that word's tokens
