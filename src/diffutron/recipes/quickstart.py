@@ -208,9 +208,11 @@ _SFT_TRAINING = dict(
 )
 
 
-# SFT rows are fixed-length: every skill row fits 96 tokens (the chat template alone is ~30), and a
-# step costs ~3/4 of a 128-token one; longer continuation rows are dropped (and counted).
-SFT_LENGTH = 96
+# SFT rows are fixed-length: with the compact template every skill row fits 48 tokens (prompt <= ~20,
+# the longest answer, two upper-case words, ~16); a step costs about half of a 96-token one, and the
+# end-token padding that follows each answer is shorter. Most continuation rows do not fit and are
+# dropped (counted in data_report.txt): the general stage is mostly the skills (docs/benchmarks.md).
+SFT_LENGTH = 48
 # Share of the task stage replaying the general stage's data (against forgetting; docs/benchmarks.md).
 REPLAY = 0.3
 
