@@ -98,6 +98,9 @@ def test_replay_mixes_the_previous_stage_rows_at_the_asked_share(tmp_path, token
         first_replayed = own.train + own.val
         assert np.all(data.val_idx < first_replayed)
         assert (data.train_idx >= first_replayed).sum() == n_replay
+        # the report gives the replayed source its share of the mixture, not the size of its pool
+        assert data.report.sources[1].mixture_rows == n_replay
+        assert f"({100 * n_replay / len(data.train_idx):.1f}% of the mixture)" in data.report.summary()
     no_replay = build_sft_data(SftConfig(sources=[str(task)], max_length=128, val_fraction=0.1), tokenizer)
     assert len(no_replay.report.sources) == 1
     with pytest.raises(ValueError, match="replay"):
