@@ -1,14 +1,14 @@
 """Checkable skills: instruction rows with exactly one right answer, generated offline by rule.
 
 What it is: the data side of the skill table (``evaluation/skills.py``). Each skill turns an item
-(a short phrase or a word drawn from the embedded corpus) into an instruction and its one right
+(two words, one word or 1-4 words of the embedded corpus) into an instruction and its one right
 answer, so that a model's answer is either right or wrong, and a stage's gain or loss is visible
 as exact match rather than only as a perplexity::
 
-    tekrar   "Aynen yaz: milletin büyük gücü"             -> "milletin büyük gücü"
-    ters     "Ters sırayla yaz: milletin büyük gücü"      -> "gücü büyük milletin"
+    tekrar   "Aynen yaz: büyük millet"                    -> "büyük millet"
+    ters     "Ters sırayla yaz: büyük millet"             -> "millet büyük"
     büyük    "Büyük harflerle yaz: işte ılık"             -> "İŞTE ILIK" (i -> İ, ı -> I)
-    ilk/son  "İlk kelimeyi yaz: ..." / "Son kelimeyi yaz: ..."  -> one word
+    ilk/son  "İlk kelimeyi yaz: ..." / "Son kelimeyi yaz: ..."  -> one of the two words
     say      "Kelimeleri say: milletin büyük gücü"        -> "3"
     ek       "Çoğul ve bulunma eki ekle: kitap"           -> "kitaplarda" (task skill)
 
