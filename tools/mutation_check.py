@@ -75,6 +75,35 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/test_skills.py::test_replay_mixes_the_previous_stage_rows_at_the_asked_share",),
         why="replay: 0.3 gives 30 % of the task rows on top (23 % of the mixture), not 30 % of the mixture",
     ),
+    Mutation(
+        name="skill-item-after-newline",
+        file="src/diffutron/data/skills.py",
+        original='    return {"instruction": f"{skill.instruction} {item}", "output": skill.answer(item), "item": item}',
+        replacement='    return {"instruction": skill.instruction, "input": item, "output": skill.answer(item), "item": item}',
+        tests=(
+            "tests/test_skills.py::test_a_skill_item_is_spelled_in_the_question_as_in_the_answer_next_to_it",
+        ),
+        why="the item in alpaca's input lands after a newline: its first word gets other tokens than in the answer",
+    ),
+    Mutation(
+        name="compact-answer-glued-to-marker",
+        file="src/diffutron/text/chat.py",
+        original='    "assistant": ("[Answer] ", "[/Answer]"),',
+        replacement='    "assistant": ("[Answer]", "[/Answer]"),',
+        tests=(
+            "tests/test_chat.py::test_compact_template_in_jinja_and_python_agree_and_split_prompt_from_answer",
+            "tests/test_chat.py::test_chat_markers_are_one_token_each_round_trip_and_let_a_word_keep_its_tokens",
+        ),
+        why="the answer's first word loses its leading space: spelled unlike the same word in the question",
+    ),
+    Mutation(
+        name="chat-markers-not-added",
+        file="src/diffutron/training/prepare.py",
+        original="    if tok.chat_markers:  # for sft.chat_template: compact (text/chat.py)",
+        replacement="    if False:  # for sft.chat_template: compact (text/chat.py)",
+        tests=("tests/test_skills.py::test_a_run_trained_tokenizer_gets_the_chat_markers_when_asked",),
+        why="tokenizer.chat_markers ignored: the compact template's markers cost several BPE tokens each",
+    ),
     # --- block diffusion (issue 23) -----------------------------------------------------------
     Mutation(
         name="block-noise-one-level-per-row",

@@ -45,6 +45,8 @@ class TokenizerConfig:
     vocab_size: int = 16000
     min_frequency: int = 2
     max_documents: int | None = None  # train the tokenizer on at most this many documents
+    # a trained tokenizer gets the chat markers as tokens of their own (for sft.chat_template: compact)
+    chat_markers: bool = False
 
 
 @dataclass
@@ -133,7 +135,8 @@ class SftConfig:
     too_long: str = "drop"  # drop | truncate (cuts the answer, never the prompt); counted either way
     val_fraction: float = 0.1  # held out per source before mixing
     seed: int = 42  # the held-out split and the mixture draw
-    chat_template: str = "diffutron"  # diffutron (the BERT-style default) | tokenizer | a Jinja string
+    # diffutron (the BERT-style default) | compact (markers as tokens: text/chat.py) | tokenizer | Jinja
+    chat_template: str = "diffutron"
     system: str | None = None  # default system prompt for every source
     # share of this stage's training rows replayed from the previous SFT stage's sources (forgetting):
     # 0.3 = 30 % of the mixture; the pipeline fills replay_sources from the stage before

@@ -536,6 +536,7 @@ def build_sft_data(
     rng = np.random.default_rng(cfg.seed)
     all_ids, all_p, all_a, train_parts, val_parts, offset = [], [], [], [], [], 0
     replay_parts: list[np.ndarray] = []  # the replayed sources' rows, scaled to their share below
+    replay_spans: list[tuple[SourceStats, int, int]] = []  # each replayed source's rows (for the report)
     for k, s in enumerate(sources):
         is_replay = k >= len(own)
         stats = SourceStats(source=label(s) + (" (replay)" if is_replay else ""))
@@ -565,12 +566,16 @@ def build_sft_data(
         all_a.append(alens)
         if is_replay:  # held out by the stage it came from: this stage validates on its own rows
             replay_parts.append(mixed + offset)
+            replay_spans.append((stats, offset, offset + len(ids)))
         else:
             train_parts.append(mixed + offset)
             val_parts.append(val + offset)
         offset += len(ids)
     if replay_parts and sum(map(len, replay_parts)):
-        train_parts.append(_replay(replay_parts, sum(map(len, train_parts)), cfg.replay, rng))
+        replayed = _replay(replay_parts, sum(map(len, train_parts)), cfg.replay, rng)
+        train_parts.append(replayed)
+        for stats, lo, hi in replay_spans:  # the report counts the rows drawn, not the pool drawn from
+            stats.mixture_rows = int(((replayed >= lo) & (replayed < hi)).sum())
     if offset == 0:
         raise ValueError("the SFT sources gave no usable rows:\n" + report.summary())
     val_idx = np.concatenate(val_parts).astype(np.int64)

@@ -1,16 +1,20 @@
 """Checkable skills: instruction rows with exactly one right answer, generated offline by rule.
 
 What it is: the data side of the skill table (``evaluation/skills.py``). Each skill turns an item
-(a short phrase or a word drawn from the embedded corpus) into an instruction and its one right
+(two words, one word or 1-4 words of the embedded corpus) into an instruction and its one right
 answer, so that a model's answer is either right or wrong, and a stage's gain or loss is visible
 as exact match rather than only as a perplexity::
 
-    tekrar   "Bu ifadeyi aynen tekrar et.\\n\\nmilletin büyük gücü"   -> "milletin büyük gücü"
-    ters     "Kelimelerin sırasını ters çevir.\\n\\n..."               -> "gücü büyük milletin"
-    büyük    "Büyük harflerle yaz.\\n\\nişte ılık"                      -> "İŞTE ILIK" (i -> İ, ı -> I)
-    ilk/son  "İlk kelimeyi yaz." / "Son kelimeyi yaz."                 -> one word
-    say      "Kaç kelime var?"                                         -> "3"
-    ek       "Çoğul ve bulunma eki ekle (-lerde/-larda).\\n\\nkitap"   -> "kitaplarda" (task skill)
+    tekrar   "Aynen yaz: büyük millet"                    -> "büyük millet"
+    ters     "Ters sırayla yaz: büyük millet"             -> "millet büyük"
+    büyük    "Büyük harflerle yaz: işte ılık"             -> "İŞTE ILIK" (i -> İ, ı -> I)
+    ilk/son  "İlk kelimeyi yaz: ..." / "Son kelimeyi yaz: ..."  -> one of the two words
+    say      "Kelimeleri say: milletin büyük gücü"        -> "3"
+    ek       "Çoğul ve bulunma eki ekle: kitap"           -> "kitaplarda" (task skill)
+
+The item comes last in the question, after a colon and a space: with the compact chat template
+(text/chat.py) it sits right before the answer, and each of its words is spelled by the BPE with
+the leading space it has in the answer, so copying a word is copying its tokens.
 
 Recipes use them by name as built-in SFT sources: ``builtin: skills-general`` (every general skill,
 interleaved), ``builtin: skill-<name>`` (one skill). Items are split by a hash of the item into
@@ -68,7 +72,7 @@ class Skill:
     name: str
     kind: str  # "general" | "task"
     instruction: str
-    item: str  # "phrase" (2-4 words) | "short" (1-2 words) | "word" (one word, each once)
+    item: str  # "pair" (2 words) | "count" (1-4 words) | "word" (one word, each once)
     answer: Callable[[str], str]
 
 
@@ -79,20 +83,14 @@ def _words(s: str) -> list[str]:
 SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
-        Skill("tekrar", "general", "Bu ifadeyi aynen tekrar et.", "phrase", lambda s: s),
-        Skill(
-            "ters",
-            "general",
-            "Kelimelerin sırasını ters çevir.",
-            "phrase",
-            lambda s: " ".join(_words(s)[::-1]),
-        ),
+        Skill("tekrar", "general", "Aynen yaz:", "pair", lambda s: s),
+        Skill("ters", "general", "Ters sırayla yaz:", "pair", lambda s: " ".join(_words(s)[::-1])),
         # 1-2 words: upper case is spelled byte by byte by the corpus BPE (~5 tokens a word)
-        Skill("büyük", "general", "Büyük harflerle yaz.", "short", turkish_upper),
-        Skill("ilk", "general", "İlk kelimeyi yaz.", "phrase", lambda s: _words(s)[0]),
-        Skill("son", "general", "Son kelimeyi yaz.", "phrase", lambda s: _words(s)[-1]),
-        Skill("say", "general", "Kaç kelime var?", "phrase", lambda s: str(len(_words(s)))),
-        Skill("ek", "task", "Çoğul ve bulunma eki ekle.", "word", plural_locative),
+        Skill("büyük", "general", "Büyük harflerle yaz:", "pair", turkish_upper),
+        Skill("ilk", "general", "İlk kelimeyi yaz:", "pair", lambda s: _words(s)[0]),
+        Skill("son", "general", "Son kelimeyi yaz:", "pair", lambda s: _words(s)[-1]),
+        Skill("say", "general", "Kelimeleri say:", "count", lambda s: str(len(_words(s)))),
+        Skill("ek", "task", "Çoğul ve bulunma eki ekle:", "word", plural_locative),
     )
 }
 
@@ -102,8 +100,17 @@ def is_heldout(item: str) -> bool:
     return zlib.crc32(item.encode("utf-8")) % HELDOUT_SHARE == 0
 
 
+# Items are frequent words (>= 20 times in the corpus): the corpus BPE spells each as one token (measured:
+# all 1,266 of them with the quickstart's 8k tokenizer), and a copy skill has 2 words, so the answer copies
+# from a fixed distance. A tiny model learns a fixed-distance copy in a few hundred steps; with items of
+# 1-4 words of 1-4 tokens each the distance varies and it had learned none after 2,000 (docs/benchmarks.md).
+ITEM_MIN_COUNT = 20
+
+
 @functools.lru_cache(maxsize=4)
-def vocabulary(corpus: str = "embedded", min_count: int = 3, max_len: int = 8) -> tuple[str, ...]:
+def vocabulary(
+    corpus: str = "embedded", min_count: int = ITEM_MIN_COUNT, max_len: int = 8
+) -> tuple[str, ...]:
     """Lower-case words of the corpus (letters only, 2..max_len letters, seen >= min_count times)."""
     counts: Counter[str] = Counter()
     for doc in embedded_corpus(corpus):
@@ -125,14 +132,15 @@ def _items(kind: str, heldout_items: bool, seed: int, corpus: str) -> Iterator[s
         yield from words  # finite: each word once
         return
     while True:
-        low, high = (1, 2) if kind == "short" else (2, 4)
+        low, high = (2, 2) if kind == "pair" else (1, 4)
         phrase = " ".join(rng.choice(vocab) for _ in range(rng.randint(low, high)))
         if is_heldout(phrase) == heldout_items:
             yield phrase
 
 
 def _row(skill: Skill, item: str) -> dict[str, Any]:
-    return {"instruction": skill.instruction, "input": item, "output": skill.answer(item)}
+    # the item inside the instruction, not in alpaca's "input" (joined after "\n\n"): see the module doc
+    return {"instruction": f"{skill.instruction} {item}", "output": skill.answer(item), "item": item}
 
 
 def skill_rows(

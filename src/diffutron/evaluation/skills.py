@@ -23,6 +23,8 @@ from ..data.skills import SKILLS, heldout
 from ..sampling import GenerationConfig, generate
 from ..text.chat import extract_answer, format_chat
 
+ANSWER_MARKER = "[Answer]"
+
 __all__ = [
     "SKILL_DECODE",
     "answer",
@@ -54,11 +56,12 @@ def exact_match(predictions: list[str], references: list[str]) -> tuple[float, f
 
 def skill_prompt(tokenizer: Any, row: dict[str, Any]) -> str:
     """The chat prompt of a skill row, as training renders it: the tokenizer's template when it has
-    one (an SFT stage's model), else the Diffutron template (a pre-trained model, before any SFT)."""
+    one (an SFT stage's model), else (a pre-trained model, before any SFT) the template its first SFT
+    stage will install: compact for a tokenizer holding the chat markers as tokens, else the default."""
     messages = row_to_messages(row, "alpaca")[:-1]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return format_chat(messages, add_generation_prompt=True)
+    return format_chat(messages, add_generation_prompt=True, compact=ANSWER_MARKER in tokenizer.get_vocab())
 
 
 @torch.no_grad()
@@ -86,7 +89,7 @@ def evaluate_skills(
             "exact_match": em,
             "stderr": se,
             "n": len(rows),
-            "example": {"input": rows[0]["input"], "answer": preds[0], "reference": rows[0]["output"]},
+            "example": {"input": rows[0]["item"], "answer": preds[0], "reference": rows[0]["output"]},
         }
     model.train(was_training)
     return table

@@ -208,9 +208,11 @@ _SFT_TRAINING = dict(
 )
 
 
-# SFT rows are fixed-length: every skill row fits 96 tokens (the chat template alone is ~30), and a
-# step costs ~3/4 of a 128-token one; longer continuation rows are dropped (and counted).
-SFT_LENGTH = 96
+# SFT rows are fixed-length: with the compact template every skill row fits 48 tokens (prompt <= ~20,
+# the longest answer, two upper-case words, ~16); a step costs about half of a 96-token one, and the
+# end-token padding that follows each answer is shorter. Most continuation rows do not fit and are
+# dropped (counted in data_report.txt): the general stage is mostly the skills (docs/benchmarks.md).
+SFT_LENGTH = 48
 # Share of the task stage replaying the general stage's data (against forgetting; docs/benchmarks.md).
 REPLAY = 0.3
 
@@ -249,6 +251,9 @@ def quickstart_recipe(
     chat = [{"builtin": conversations, "weight": 4.0, "optional": True}] if conversations else []
     # the checkable skills (data/skills.py) are Turkish: another language keeps its own sets
     turkish = language == "tr"
+    # the skills copy words of the question: the compact template with the markers as tokens puts a
+    # question's last word 2 tokens from the answer, spelled the same in both (text/chat.py)
+    template = "compact" if turkish else "diffutron"
     if turkish:
         general = [{"builtin": "skills-general"}, {"builtin": "continuation", "max_rows": 3000}]
         task, length, replay = [{"builtin": "skill-ek"}], SFT_LENGTH, REPLAY
@@ -262,7 +267,7 @@ def quickstart_recipe(
             "general and task-specific instruction tuning on data derived at run time.",
             "language": language,
             "model": {"preset": "tiny", "overrides": dict(TINY_OVERRIDES)},
-            "tokenizer": {"vocab_size": 8000},
+            "tokenizer": {"vocab_size": 8000, "chat_markers": turkish},
             "defaults": {
                 "diffusion": diffusion,
                 "training": {
@@ -293,6 +298,7 @@ def quickstart_recipe(
                         "sources": [*general, *chat],
                         "max_length": length,
                         "val_fraction": 0.05,
+                        "chat_template": template,
                     },
                     "training": {**_SFT_TRAINING, "max_minutes": budget("general")},
                 },
@@ -302,6 +308,7 @@ def quickstart_recipe(
                         "sources": [*task, *chat],
                         "max_length": length,
                         "val_fraction": 0.05,
+                        "chat_template": template,
                         "replay": replay,
                     },
                     "training": {**_SFT_TRAINING, "max_minutes": budget("task")},
@@ -321,7 +328,7 @@ def skill_demo(loaded, names: list[str]) -> list[dict[str, str]]:
     return [
         {
             "skill": name,
-            "prompt": f"{r['instruction']}\n\n{r['input']}",
+            "prompt": r["instruction"],
             "answer": a,
             "reference": r["output"],
         }

@@ -25,7 +25,7 @@ from ..data import DataReport, build_blocks, iter_documents, train_val_split
 from ..data.sft import answer_maskable, build_sft_data
 from ..models.checkpoint import _ensure_tokens, load_checkpoint
 from ..models.presets import preset_config
-from ..text.chat import DEFAULT_CHAT_TEMPLATE, install_chat_template
+from ..text.chat import add_chat_markers, install_chat_template
 from ..text.tokenizer import ensure_special_tokens, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ def prepare_tokenizer(
         min_frequency=tok.min_frequency,
         model_max_length=max(512, block_size),
     )
+    if tok.chat_markers:  # for sft.chat_template: compact (text/chat.py)
+        add_chat_markers(tokenizer)
     tokenizer.save_pretrained(out_dir / "tokenizer")
     return tokenizer
 
@@ -127,9 +129,7 @@ def prepare_chat_template(sft: SftConfig, tokenizer) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("sft.chat_template: tokenizer, but this tokenizer has no chat template")
         return
-    install_chat_template(
-        tokenizer, DEFAULT_CHAT_TEMPLATE if sft.chat_template == "diffutron" else sft.chat_template
-    )
+    install_chat_template(tokenizer, sft.chat_template)  # a name (diffutron, compact) or Jinja
 
 
 def prepare_data(cfg: RunConfig, tokenizer, cache_dir: Path, seed: int) -> TrainData:

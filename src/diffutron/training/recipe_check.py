@@ -131,7 +131,7 @@ def _data_lines(stage: Any, problems: list[str]) -> list[str]:
         problems.append(
             f"sft.val_fraction must be in (0, 1) so the stage can be validated, got {sft.val_fraction}"
         )
-    if sft.chat_template not in ("diffutron", "tokenizer"):
+    if sft.chat_template not in ("diffutron", "compact", "tokenizer"):
         try:
             import jinja2
 
