@@ -106,14 +106,20 @@ def union_sources(*lists: list[dict]) -> list[dict]:
     return out
 
 
-def stage_specs(seed: int, max_rows: int | None = None, training: dict | None = None) -> dict[str, dict]:
+def stage_specs(
+    seed: int, max_rows: int | None = None, training: dict | None = None, max_length: int = 0
+) -> dict[str, dict]:
     """The shipped recipe's ``general`` and ``task`` stages (as recipe dicts, training seed ``seed``)
     and ``mixed``, one stage on the sources of both. ``max_rows`` caps each builtin source (smoke
-    runs and tests); ``training`` overrides training keys of every stage."""
+    runs and tests); ``training`` overrides training keys of every stage; ``max_length`` the SFT row
+    length (0: as shipped, which fits the quickstart's tokenizer with its chat markers; a base whose
+    tokenizer spells the markers out needs longer rows)."""
     shipped = {s.name: to_dict(s) for s in quickstart_recipe(seed=seed).stages}
     specs = {name: shipped[name] for name in SETS}
     for spec in specs.values():
         spec["training"].update(training or {})
+        if max_length:
+            spec["sft"]["max_length"] = max_length
         for src in spec["sft"]["sources"]:
             if max_rows and src.get("max_rows"):
                 src["max_rows"] = max_rows
@@ -292,7 +298,7 @@ def score(model_dir: Path, sets: dict[str, HeldOut], args) -> dict:
 
 def run_arm(arm: str, seed: int, base: Path, sets: dict[str, HeldOut], args) -> dict:
     training = {"eval_blocks": 4, "eval_t_samples": 1} if args.quick else None
-    recipe = arm_recipe(arm, base, stage_specs(seed, args.max_rows, training), args.steps)
+    recipe = arm_recipe(arm, base, stage_specs(seed, args.max_rows, training, args.max_length), args.steps)
     tag = f"steps{args.steps}" + (f"-rows{args.max_rows}" if args.max_rows else "")
     arm_dir = Path(args.out) / f"{tag}-seed{seed}" / arm
     print(
@@ -383,6 +389,7 @@ def main() -> None:
         "--em-items", type=int, default=32, help="fill-blank rows decoded for exact match (0: skip)"
     )
     ap.add_argument("--max-rows", type=int, default=0, help="cap each builtin source (0: as shipped, 6000)")
+    ap.add_argument("--max-length", type=int, default=0, help="SFT row length (0: as shipped)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="runs/bench-instruction-stages")
     ap.add_argument("--no-progress", action="store_true")
@@ -398,7 +405,7 @@ def main() -> None:
     base = Path(args.base) if args.base else pretrain_base(args, out)
 
     # the held-out sets: the rows the shipped general and task stages hold out (from the base model)
-    specs = stage_specs(0, args.max_rows)
+    specs = stage_specs(0, args.max_rows, max_length=args.max_length)
     sets = {
         name: held_out(stage_rows(stage_config(arm_recipe(name, base, specs, 1), 0, out), out / "data"))
         for name in SETS

@@ -29,7 +29,11 @@ def test_step_budgets_are_equal_and_the_mixed_stage_keeps_every_sources_share():
     weights = {s.get("builtin"): s["weight"] for s in specs["mixed"]["sft"]["sources"]}
     # chatterbot: 4 in each stage; the skills of both stages (data/skills.py) once each
     assert weights == {"skills-general": 1.0, "continuation": 1.0, "skill-ek": 1.0, "chatterbot": 8.0}
-    assert specs["general"]["sft"]["val_fraction"] == 0.05 and specs["task"]["sft"]["max_length"] == 96
+    from diffutron.recipes.quickstart import quickstart_recipe
+
+    shipped = {s.name: s for s in quickstart_recipe(seed=3).stages}  # the stages are the shipped ones
+    assert specs["general"]["sft"]["val_fraction"] == shipped["general"].sft.val_fraction == 0.05
+    assert specs["task"]["sft"]["max_length"] == shipped["task"].sft.max_length
     assert specs["task"]["training"]["seed"] == 3
 
 
@@ -41,6 +45,7 @@ def test_arms_train_equal_steps_and_are_scored_on_their_own_held_out_rows(
     base = save_checkpoint(tmp_path / "base", micro_model, tokenizer, DiffusionSettings())
     out = tmp_path / "bench"
     argv = ["--base", str(base), "--steps", "3", "--max-rows", "80", "--t-samples", "1", "--em-items", "2"]
+    argv += ["--max-length", "96"]  # the micro tokenizer spells the chat markers out
     argv += ["--arms", "none", "task-general", "mixed", "--out", str(out), "--no-progress"]
     monkeypatch.setattr(sys, "argv", ["instruction_stages.py", *argv])
     mod.main()
@@ -58,7 +63,7 @@ def test_arms_train_equal_steps_and_are_scored_on_their_own_held_out_rows(
     assert arms["task-general"]["task_em"]["items"] == 2
 
     # the check that the stages held out exactly the scored rows can fail: swap the two sets
-    specs = mod.stage_specs(0, 80)
+    specs = mod.stage_specs(0, 80, max_length=96)
     sets = {
         name: mod.held_out(
             mod.stage_rows(stage_config(mod.arm_recipe(name, base, specs, 1), 0, out), out / "data")
@@ -66,7 +71,7 @@ def test_arms_train_equal_steps_and_are_scored_on_their_own_held_out_rows(
         for name in ("general", "task")
     }
     arm_dir = out / "steps3-rows80-seed0" / "task-general"
-    recipe = mod.arm_recipe("task-general", base, mod.stage_specs(0, 80), 3)
+    recipe = mod.arm_recipe("task-general", base, mod.stage_specs(0, 80, max_length=96), 3)
     mod.check_held_out(recipe, arm_dir, sets)
     with pytest.raises(RuntimeError, match="held out"):
         mod.check_held_out(recipe, arm_dir, {"general": sets["task"], "task": sets["general"]})
