@@ -196,9 +196,11 @@ def testbed_recipe(
     steps: int = 100_000,
     more_steps: int = 0,
     block_size: int | None = None,
+    t_clip: list[float] | None | str = "suggested",
 ):
     """The testbed's SFT recipe; ``block_size``: every stage trains a block-diffusion model (BD3-LM,
-    docs/block-diffusion.md) with blocks of that many tokens and the suggested clipped levels."""
+    docs/block-diffusion.md) with blocks of that many tokens, on the clipped levels ``t_clip``
+    (``"suggested"``: ``suggested_t_clip``; None: the full range, the levels a decoder meets)."""
     stages = [
         {
             "name": "numbers",
@@ -258,7 +260,8 @@ def testbed_recipe(
             }
         )
     if block_size is not None:
-        diffusion = {"mode": "block", "block_size": block_size, "t_clip": suggested_t_clip(block_size)}
+        clip = suggested_t_clip(block_size) if t_clip == "suggested" else t_clip
+        diffusion = {"mode": "block", "block_size": block_size, "t_clip": clip}
         stages = [{**stage, "diffusion": diffusion} for stage in stages]
     return recipe_from_dict(
         {
@@ -444,6 +447,16 @@ def trained(recipe, out: Path, last: Path, retrain: bool) -> dict:
     return summary
 
 
+def _t_clip_arg(text: str) -> list[float] | None | str:
+    if text in ("suggested", "none"):
+        return None if text == "none" else text
+    try:
+        beta, omega = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected BETA,OMEGA, none or suggested, got {text!r}") from None
+    return [beta, omega]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=("full", "easy"), default="easy", help="see items()")
@@ -501,6 +514,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--block-size", type=int, help="with --mode block: tokens per block (L')")
     ap.add_argument(
+        "--block-t-clip",
+        type=_t_clip_arg,
+        default="suggested",
+        help="with --mode block: training levels 'BETA,OMEGA', 'none' (the full range) or 'suggested' "
+        "(default: the measured clip of docs/block-diffusion.md)",
+    )
+    ap.add_argument(
         "--against",
         help="with --mode block: the MDLM testbed folder (default: runs/testbed-numbers-<task>; trained "
         "there first with the same budget when absent)",
@@ -534,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             args.steps,
             args.more_steps,
             block_size,
+            args.block_t_clip,
         )
 
     recipe = recipe_for(args.block_size)

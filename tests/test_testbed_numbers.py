@@ -1,6 +1,7 @@
 """The exact-match testbed of issue 11 (benchmarks/testbed_numbers.py): the task, the long-prompt stage
 and the prompts of benchmarks/generation_speed.py."""
 
+import argparse
 import json
 
 import pytest
@@ -120,6 +121,11 @@ def test_block_recipe_trains_every_stage_in_block_mode(tmp_path):
         assert stage.diffusion.t_clip == suggested_t_clip(8)
     mdlm = testbed.testbed_recipe(tmp_path / "t.jsonl", tmp_path / "tok", 1.0, 0)
     assert mdlm.stages[0].diffusion.mode == "mdlm" and mdlm.stages[0].diffusion.block_size is None
+    full = testbed.testbed_recipe(tmp_path / "t.jsonl", tmp_path / "tok", 1.0, 0, block_size=8, t_clip=None)
+    assert full.stages[0].diffusion.t_clip is None  # --block-t-clip none: the levels a decoder meets
+    assert testbed._t_clip_arg("0.2,0.9") == [0.2, 0.9] and testbed._t_clip_arg("none") is None
+    with pytest.raises(argparse.ArgumentTypeError, match="BETA,OMEGA"):
+        testbed._t_clip_arg("0.2")
 
 
 def test_block_decoders_use_the_exact_cache_and_the_mdlm_side_its_dual_cache():
