@@ -197,6 +197,7 @@ def testbed_recipe(
     more_steps: int = 0,
     block_size: int | None = None,
     t_clip: list[float] | None | str = "suggested",
+    block_noise: str = "block",
 ):
     """The testbed's SFT recipe; ``block_size``: every stage trains a block-diffusion model (BD3-LM,
     docs/block-diffusion.md) with blocks of that many tokens, on the clipped levels ``t_clip``
@@ -261,7 +262,7 @@ def testbed_recipe(
         )
     if block_size is not None:
         clip = suggested_t_clip(block_size) if t_clip == "suggested" else t_clip
-        diffusion = {"mode": "block", "block_size": block_size, "t_clip": clip}
+        diffusion = {"mode": "block", "block_size": block_size, "t_clip": clip, "block_noise": block_noise}
         stages = [{**stage, "diffusion": diffusion} for stage in stages]
     return recipe_from_dict(
         {
@@ -514,6 +515,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--block-size", type=int, help="with --mode block: tokens per block (L')")
     ap.add_argument(
+        "--block-noise",
+        choices=("block", "row"),
+        default="block",
+        help="with --mode block: a noise level per block (BD3-LM, default) or one per row",
+    )
+    ap.add_argument(
         "--block-t-clip",
         type=_t_clip_arg,
         default="suggested",
@@ -555,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
             args.more_steps,
             block_size,
             args.block_t_clip,
+            args.block_noise,
         )
 
     recipe = recipe_for(args.block_size)

@@ -123,6 +123,11 @@ def test_block_recipe_trains_every_stage_in_block_mode(tmp_path):
     assert mdlm.stages[0].diffusion.mode == "mdlm" and mdlm.stages[0].diffusion.block_size is None
     full = testbed.testbed_recipe(tmp_path / "t.jsonl", tmp_path / "tok", 1.0, 0, block_size=8, t_clip=None)
     assert full.stages[0].diffusion.t_clip is None  # --block-t-clip none: the levels a decoder meets
+    assert full.stages[0].diffusion.block_noise == "block"
+    row = testbed.testbed_recipe(
+        tmp_path / "t.jsonl", tmp_path / "tok", 1.0, 0, block_size=8, block_noise="row"
+    )
+    assert row.stages[0].diffusion.block_noise == "row"
     assert testbed._t_clip_arg("0.2,0.9") == [0.2, 0.9] and testbed._t_clip_arg("none") is None
     with pytest.raises(argparse.ArgumentTypeError, match="BETA,OMEGA"):
         testbed._t_clip_arg("0.2")
