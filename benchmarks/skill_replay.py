@@ -1,7 +1,7 @@
 """Forgetting against replay: the quickstart's task stage at several replay shares, same steps.
 
 Every arm starts from one finished general stage (``--run``: a ``quickstart --full`` output folder
-or any run of the ``quickstart-tr`` recipe) and trains the task stage (skill ``ek``) for the same
+or any run of the ``quickstart-tr`` recipe) and trains the task stage (its task skill, ``sayı`` in the shipped recipe) for the same
 number of optimiser steps, with ``sft.replay`` of the general stage's data mixed in; then scores
 every skill on its held-out items (evaluation/skills.py). Step budgets, so a loaded machine changes
 the wall time, not the result.
@@ -60,12 +60,13 @@ def main() -> None:
         )
         general_em = [table[n]["exact_match"] for n in names if table[n]["kind"] == "general"]
         general_before = [before[n]["exact_match"] for n in names if before[n]["kind"] == "general"]
+        task = next(n for n in names if table[n]["kind"] == "task")
         row = {
             "replay": share,
             "steps": r.summary.get("steps"),
             "seconds": round(time.perf_counter() - t0, 1),
-            "task_em": table["ek"]["exact_match"],
-            "task_se": table["ek"]["stderr"],
+            "task_em": table[task]["exact_match"],
+            "task_se": table[task]["stderr"],
             "general_em_mean": sum(general_em) / len(general_em),
             "general_kept": sum(general_em) / max(sum(general_before), 1e-9),
             "per_skill": {n: table[n]["exact_match"] for n in names},

@@ -10,7 +10,7 @@ from test_sft import toy_task_file
 
 from diffutron.config import SftConfig, recipe_from_dict
 from diffutron.data.sft import build_sft_data
-from diffutron.data.skills import SKILLS, is_heldout, plural_locative
+from diffutron.data.skills import SKILLS, is_heldout, number_words, plural_locative
 from diffutron.evaluation.skills import exact_match, format_skills, skill_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,6 +38,42 @@ def test_plural_locative_follows_the_last_vowel(word, expected):
 def test_plural_locative_refuses_a_word_without_a_vowel():
     with pytest.raises(ValueError, match="no vowel"):
         plural_locative("km")
+
+
+@pytest.mark.parametrize(
+    "n, expected",
+    [
+        (1, "bir"),
+        (10, "on"),
+        (100, "yüz"),  # not "bir yüz"
+        (1000, "bin"),  # not "bir bin"
+        (3047, "üç bin kırk yedi"),  # zeros write no word
+        (1111, "bin yüz on bir"),
+        (9999, "dokuz bin dokuz yüz doksan dokuz"),
+        (101004, "yüz bir bin dört"),  # num2words 0.5 gives "yüzbindört" (100004)
+    ],
+)
+def test_number_words_writes_turkish_numbers_apart(n, expected):
+    assert number_words(n) == expected
+
+
+def test_number_words_agrees_with_num2words_up_to_its_first_error():
+    num2words = pytest.importorskip("num2words").num2words
+    for n in range(1, 100_000):  # num2words 0.5 is wrong from 101004 on (test above)
+        assert number_words(n).replace(" ", "") == num2words(n, lang="tr"), n
+    with pytest.raises(ValueError, match="1..999999"):
+        number_words(0)
+
+
+def test_number_skill_holds_out_numbers_and_answers_in_words():
+    from diffutron.data.skills import heldout, skill_rows
+
+    train, held = skill_rows("sayı", 3000), heldout("sayı", 200)
+    assert not {r["item"] for r in train} & {r["item"] for r in held}
+    assert len({r["item"] for r in held}) > 150  # mostly distinct numbers
+    row = train[0]
+    assert row["instruction"] == f"Sayıyı yazıyla yaz: {row['item']}"
+    assert row["output"] == number_words(int(row["item"])) and SKILLS["sayı"].kind == "task"
 
 
 def test_general_skills_answer_by_their_rule_with_turkish_casing():
@@ -116,7 +152,7 @@ def test_quickstart_full_summary_holds_the_skill_table_and_one_demo_per_skill(
     spec = micro_recipe(tmp_path, tokenizer, tr_corpus, steps=(1, 1, 1))
     spec["stages"][1]["sft"] = {"sources": [{"builtin": "skill-ters", "max_rows": 40}], "max_length": 96}
     spec["stages"][2]["sft"] = {
-        "sources": [{"builtin": "skill-ek", "max_rows": 40}],
+        "sources": [{"builtin": "skill-sayı", "max_rows": 40}],
         "max_length": 96,
         "replay": 0.3,
     }
@@ -124,14 +160,14 @@ def test_quickstart_full_summary_holds_the_skill_table_and_one_demo_per_skill(
     summary = quickstart.run_quickstart_full(tmp_path / "qs", progress=False)
     saved = json.loads((tmp_path / "qs" / "summary.json").read_text(encoding="utf-8"))
     assert saved["skills"] == summary["skills"]
-    assert list(saved["skills"]) == ["ters", "ek"]
-    assert saved["skills"]["ters"]["kind"] == "general" and saved["skills"]["ek"]["kind"] == "task"
+    assert list(saved["skills"]) == ["ters", "sayı"]
+    assert saved["skills"]["ters"]["kind"] == "general" and saved["skills"]["sayı"]["kind"] == "task"
     for t in saved["skills"].values():
         assert list(t["exact_match"]) == ["cpt", "general", "task"]  # the pre-trained model first
         assert all(0.0 <= x <= 1.0 for x in t["exact_match"].values())
-    assert [d["skill"] for d in saved["demo"]] == ["ters", "ek"]
+    assert [d["skill"] for d in saved["demo"]] == ["ters", "sayı"]
     assert all({"prompt", "answer"} <= set(d) for d in saved["demo"])
-    assert saved["demo"][1]["prompt"].startswith("Çoğul ve bulunma eki ekle: ")
+    assert saved["demo"][1]["prompt"].startswith("Sayıyı yazıyla yaz: ")
     # the task stage replayed the general stage's rows
     report = (tmp_path / "qs" / "task" / "data_report.txt").read_text(encoding="utf-8")
     assert "builtin:skill-ters (replay)" in report

@@ -99,6 +99,13 @@ def test_apostrophe_suffixes_are_not_split_like_english_contractions(tok: PreTra
     assert pieces[-2:] == ["'", "te"]
 
 
+def test_digits_are_one_token_each_whatever_the_corpus_repeats(tok: PreTrainedTokenizerFast):
+    # "1923" is in every training sentence: BPE would make it one token if the digits were not split
+    assert [t.lstrip("Ġ") for t in tok.tokenize(" 1923") if t != "Ġ"] == ["1", "9", "2", "3"]
+    text = "29 Ekim 1923'te 3047 kişi"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+
 def test_training_learns_turkish_words(tok: PreTrainedTokenizerFast):
     # Frequent whole words become single tokens ("Ġ" marks a leading space in byte-level BPE).
     assert "Ġsulh" in tok.get_vocab()

@@ -10,7 +10,8 @@ as exact match rather than only as a perplexity::
     büyük    "Büyük harflerle yaz: işte ılık"             -> "İŞTE ILIK" (i -> İ, ı -> I)
     ilk/son  "İlk kelimeyi yaz: ..." / "Son kelimeyi yaz: ..."  -> one of the two words
     say      "Kelimeleri say: milletin büyük gücü"        -> "3"
-    ek       "Çoğul ve bulunma eki ekle: kitap"           -> "kitaplarda" (task skill)
+    sayı     "Sayıyı yazıyla yaz: 3047"                   -> "üç bin kırk yedi" (task skill)
+    ek       "Çoğul ve bulunma eki ekle: kitap"           -> "kitaplarda" (a harder task skill)
 
 The item comes last in the question, after a colon and a space: with the compact chat template
 (text/chat.py) it sits right before the answer, and each of its words is spelled by the BPE with
@@ -21,15 +22,25 @@ interleaved), ``builtin: skill-<name>`` (one skill). Items are split by a hash o
 training items and held-out items (one in ten): the training sets never contain a held-out item,
 and ``heldout(name, n)`` gives the evaluation items.
 
+The task skill of the quickstart, ``sayı``, writes a number of 1-9,999 in Turkish words, apart as the
+orthography wants (num2words joins them): zeros write no word and ``bir`` drops before ``yüz`` and
+``bin``. Its answers come from 20 words the model sees in every row and its held-out items are new
+numbers, so it tests a rule (place values) rather than a memory. The corpus tokenizer spells digits
+one by one (text/tokenizer.py), so each place is one token.
+
 The suffix rule (``ek``) is the regular one: plural ``-ler``/``-lar`` by the last vowel (front
 e i ö ü -> ler, back a ı o u -> lar), then the locative, whose consonant is always ``d`` after the
 plural's ``r`` and whose vowel follows the plural's (``lerde``/``larda``). Loanwords that break
-harmony (saat -> saatlerde) are answered by the rule: the skill is the rule.
+harmony (saat -> saatlerde) are answered by the rule: the skill is the rule. Its held-out items are
+words never seen in an ``ek`` answer, so the model must copy a token it was never trained to output
+there; the ``tiny`` model of the quickstart memorises its training words instead (0 % held-out after
+1,500 steps, docs/benchmarks.md), which is why the quickstart's task stage trains ``sayı``.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 import re
 import zlib
@@ -47,6 +58,7 @@ __all__ = [
     "builtin_sets",
     "heldout",
     "is_heldout",
+    "number_words",
     "plural_locative",
     "skill_rows",
     "skills_of_builtin",
@@ -67,12 +79,30 @@ def plural_locative(word: str) -> str:
     raise ValueError(f"no vowel in {word!r}: the suffix rule needs one")
 
 
+_ONES = ("", "bir", "iki", "üç", "dört", "beş", "altı", "yedi", "sekiz", "dokuz")
+_TENS = ("", "on", "yirmi", "otuz", "kırk", "elli", "altmış", "yetmiş", "seksen", "doksan")
+NUMBER_MAX = 9999  # the ``sayı`` items: 1..NUMBER_MAX
+
+
+def number_words(n: int) -> str:
+    """``3047`` -> ``üç bin kırk yedi``, ``100`` -> ``yüz``: 1..999,999 in Turkish words, written apart."""
+    if not 0 < n < 1_000_000:
+        raise ValueError(f"number_words takes 1..999999, got {n}")
+    thousands, rest = divmod(n, 1000)
+    words = [] if thousands in (0, 1) else number_words(thousands).split()
+    words += ["bin"] if thousands else []
+    hundreds, rest = divmod(rest, 100)
+    words += ([] if hundreds in (0, 1) else [_ONES[hundreds]]) + (["yüz"] if hundreds else [])
+    words += [w for w in (_TENS[rest // 10], _ONES[rest % 10]) if w]
+    return " ".join(words)
+
+
 @dataclass(frozen=True)
 class Skill:
     name: str
     kind: str  # "general" | "task"
     instruction: str
-    item: str  # "pair" (2 words) | "count" (1-4 words) | "word" (one word, each once)
+    item: str  # "pair" (2 words) | "count" (1-4 words) | "word" (one word, each once) | "number"
     answer: Callable[[str], str]
 
 
@@ -90,6 +120,7 @@ SKILLS: dict[str, Skill] = {
         Skill("ilk", "general", "İlk kelimeyi yaz:", "pair", lambda s: _words(s)[0]),
         Skill("son", "general", "Son kelimeyi yaz:", "pair", lambda s: _words(s)[-1]),
         Skill("say", "general", "Kelimeleri say:", "count", lambda s: str(len(_words(s)))),
+        Skill("sayı", "task", "Sayıyı yazıyla yaz:", "number", lambda s: number_words(int(s))),
         Skill("ek", "task", "Çoğul ve bulunma eki ekle:", "word", plural_locative),
     )
 }
@@ -132,6 +163,11 @@ def _items(kind: str, heldout_items: bool, seed: int, corpus: str) -> Iterator[s
         yield from words  # finite: each word once
         return
     while True:
+        if kind == "number":
+            number = str(rng.randint(1, NUMBER_MAX))
+            if is_heldout(number) == heldout_items:
+                yield number
+            continue
         low, high = (2, 2) if kind == "pair" else (1, 4)
         phrase = " ".join(rng.choice(vocab) for _ in range(rng.randint(low, high)))
         if is_heldout(phrase) == heldout_items:
@@ -165,6 +201,9 @@ def heldout(name: str, n: int, corpus: str = "embedded") -> list[dict[str, Any]]
 
 
 ROWS_PER_SKILL = 1500
+# A skill of its own (``skill-<name>``) stops here unless a source's ``max_rows`` stops it sooner: the
+# pair and number items never run out. More than a quickstart task stage draws (~21k rows).
+ROWS_ALONE = 30_000
 
 
 def _general() -> Iterator[dict[str, Any]]:
@@ -174,9 +213,10 @@ def _general() -> Iterator[dict[str, Any]]:
 
 
 def _one(name: str) -> Iterator[dict[str, Any]]:
-    """Training rows of one skill, as many as asked for (a source's ``max_rows`` stops it)."""
+    """Training rows of one skill: ``ROWS_ALONE`` of them, all its words for ``ek`` (fewer)."""
     skill = SKILLS[name]
-    for item in _items(skill.item, False, zlib.crc32(name.encode("utf-8")), "embedded"):
+    items = _items(skill.item, False, zlib.crc32(name.encode("utf-8")), "embedded")
+    for item in itertools.islice(items, ROWS_ALONE):
         yield _row(skill, item)
 
 

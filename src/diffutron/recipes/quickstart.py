@@ -256,7 +256,7 @@ def quickstart_recipe(
     template = "compact" if turkish else "diffutron"
     if turkish:
         general = [{"builtin": "skills-general"}, {"builtin": "continuation", "max_rows": 3000}]
-        task, length, replay = [{"builtin": "skill-ek"}], SFT_LENGTH, REPLAY
+        task, length, replay = [{"builtin": "skill-sayı"}], SFT_LENGTH, REPLAY
     else:
         general = [{"builtin": "continuation", "max_rows": 6000}]
         task, length, replay = [{"builtin": "fill-blank", "max_rows": 6000}], 128, 0.0

@@ -24,7 +24,10 @@ Pre-tokenisation deviates from GPT-2 on purpose: GPT-2's regex splits off Englis
 (``'s``, ``'d``, ``'t``, ...), which cuts Turkish suffixes after an apostrophe in arbitrary places
 (``İstanbul'da`` → ``'d`` + ``a``, ``1923'te`` → ``'t`` + ``e``). We split on the same letter /
 number / punctuation / whitespace classes without the contraction rule, so the apostrophe stands
-alone and the whole suffix is left to BPE.
+alone and the whole suffix is left to BPE. Digits are split one by one, as in Gemma's (mmBERT's)
+vocabulary: BPE would otherwise merge whatever digit pairs the corpus happens to repeat (``347`` →
+``3`` + ``47``, ``999`` → ``99`` + ``9``), and a number's place values would be spelled differently
+from one number to the next.
 
 What it does not know: anything about morphology (BPE merges are purely statistical) and which
 corpus it was trained on. :func:`train_tokenizer` does not normalise beyond NFC: pass text through
@@ -59,9 +62,9 @@ MASK_TOKEN = "<mask>"
 #: token → id, in id order. The trainer assigns ids in list order, which is how they land here.
 SPECIAL_TOKENS: dict[str, int] = {PAD_TOKEN: 0, EOS_TOKEN: 1, BOS_TOKEN: 2, UNK_TOKEN: 3, MASK_TOKEN: 4}
 
-# GPT-2's pre-tokenisation classes without its English contraction alternatives (see module doc).
-# \p{M} is kept with letters so a decomposed accent is never split from its base letter.
-_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}+| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+"
+# GPT-2's pre-tokenisation classes without its English contraction alternatives, one digit at a time
+# (see module doc). \p{M} is kept with letters so a decomposed accent is never split from its base letter.
+_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+"
 
 _N_BYTES = 256
 
