@@ -10,7 +10,7 @@ from test_sft import toy_task_file
 
 from diffutron.config import SftConfig, recipe_from_dict
 from diffutron.data.sft import build_sft_data
-from diffutron.data.skills import SKILLS, is_heldout, number_words, plural_locative
+from diffutron.data.skills import SKILLS, is_heldout, number_words, plural_locative, words_number
 from diffutron.evaluation.skills import exact_match, format_skills, skill_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,6 +63,25 @@ def test_number_words_agrees_with_num2words_up_to_its_first_error():
         assert number_words(n).replace(" ", "") == num2words(n, lang="tr"), n
     with pytest.raises(ValueError, match="1..999999"):
         number_words(0)
+
+
+def test_words_number_reads_back_what_number_words_writes():
+    assert all(words_number(number_words(n)) == n for n in range(1, 100_000))
+    assert words_number("üç bin kırk yedi") == 3047 and words_number("bin yüz") == 1100
+    with pytest.raises(ValueError, match="not a Turkish number word"):
+        words_number("üç elma")
+
+
+def test_number_skills_hold_out_the_same_numbers_in_both_directions():
+    from diffutron.data.skills import heldout, skill_rows
+
+    train = {words_number(r["item"]) for r in skill_rows("rakam", 3000)}
+    held = [r for r in heldout("rakam", 200)]
+    assert not train & {int(r["output"]) for r in held}
+    # one split of the numbers: a number held out in one direction is held out in the other
+    assert all(is_heldout(r["output"]) for r in held) and all(is_heldout(r["item"]) for r in heldout("sayı", 50))
+    row = held[0]
+    assert row["instruction"] == f"Rakamla yaz: {row['item']}" and row["item"] == number_words(int(row["output"]))
 
 
 def test_number_skill_holds_out_numbers_and_answers_in_words():

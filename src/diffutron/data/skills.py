@@ -97,6 +97,23 @@ def number_words(n: int) -> str:
     return " ".join(words)
 
 
+def words_number(words: str) -> int:
+    """``üç bin kırk yedi`` -> ``3047``: the inverse of :func:`number_words`."""
+    total, group = 0, 0
+    for w in words.split():
+        if w == "bin":
+            total, group = (group or 1) * 1000, 0
+        elif w == "yüz":
+            group = (group or 1) * 100
+        elif w in _TENS[1:]:
+            group += 10 * _TENS.index(w)
+        elif w in _ONES[1:]:
+            group += _ONES.index(w)
+        else:
+            raise ValueError(f"not a Turkish number word: {w!r}")
+    return total + group
+
+
 @dataclass(frozen=True)
 class Skill:
     name: str
@@ -121,6 +138,7 @@ SKILLS: dict[str, Skill] = {
         Skill("son", "general", "Son kelimeyi yaz:", "pair", lambda s: _words(s)[-1]),
         Skill("say", "general", "Kelimeleri say:", "count", lambda s: str(len(_words(s)))),
         Skill("sayı", "task", "Sayıyı yazıyla yaz:", "number", lambda s: number_words(int(s))),
+        Skill("rakam", "task", "Rakamla yaz:", "number-words", lambda s: str(words_number(s))),
         Skill("ek", "task", "Çoğul ve bulunma eki ekle:", "word", plural_locative),
     )
 }
@@ -163,10 +181,11 @@ def _items(kind: str, heldout_items: bool, seed: int, corpus: str) -> Iterator[s
         yield from words  # finite: each word once
         return
     while True:
-        if kind == "number":
-            number = str(rng.randint(1, NUMBER_MAX))
-            if is_heldout(number) == heldout_items:
-                yield number
+        if kind in ("number", "number-words"):
+            number = rng.randint(1, NUMBER_MAX)
+            item = str(number) if kind == "number" else number_words(number)
+            if is_heldout(str(number)) == heldout_items:
+                yield item
             continue
         low, high = (2, 2) if kind == "pair" else (1, 4)
         phrase = " ".join(rng.choice(vocab) for _ in range(rng.randint(low, high)))
