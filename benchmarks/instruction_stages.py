@@ -78,7 +78,7 @@ ARMS: dict[str, list[str]] = {
 }
 SETS = ("general", "task")  # the held-out sets: the rows each shipped stage holds out
 COVERS = {"general": ("general",), "task": ("task",), "mixed": ("general", "task")}  # stage -> sets
-TASK_SOURCE = "builtin:skill-sayı"  # whose held-out rows the exact match decodes (the task skill)
+TASK_SOURCE = "builtin:skill-rakam"  # whose held-out rows the exact match decodes (the task skill)
 
 
 def label(arm: str) -> str:

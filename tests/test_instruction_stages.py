@@ -28,7 +28,7 @@ def test_step_budgets_are_equal_and_the_mixed_stage_keeps_every_sources_share():
     specs = mod.stage_specs(seed=3)
     weights = {s.get("builtin"): s["weight"] for s in specs["mixed"]["sft"]["sources"]}
     # chatterbot: 4 in each stage; the skills of both stages (data/skills.py) once each
-    assert weights == {"skills-general": 1.0, "continuation": 1.0, "skill-sayı": 1.0, "chatterbot": 8.0}
+    assert weights == {"skills-general": 1.0, "continuation": 1.0, "skill-rakam": 1.0, "chatterbot": 8.0}
     from diffutron.recipes.quickstart import quickstart_recipe
 
     shipped = {s.name: s for s in quickstart_recipe(seed=3).stages}  # the stages are the shipped ones

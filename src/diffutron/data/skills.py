@@ -10,8 +10,9 @@ as exact match rather than only as a perplexity::
     büyük    "Büyük harflerle yaz: işte ılık"             -> "İŞTE ILIK" (i -> İ, ı -> I)
     ilk/son  "İlk kelimeyi yaz: ..." / "Son kelimeyi yaz: ..."  -> one of the two words
     say      "Kelimeleri say: milletin büyük gücü"        -> "3"
-    sayı     "Sayıyı yazıyla yaz: 3047"                   -> "üç bin kırk yedi" (task skill)
-    ek       "Çoğul ve bulunma eki ekle: kitap"           -> "kitaplarda" (a harder task skill)
+    rakam    "Rakamla yaz: üç bin kırk yedi"              -> "3047" (the quickstart's task skill)
+    sayı     "Sayıyı yazıyla yaz: 3047"                   -> "üç bin kırk yedi" (task)
+    ek       "Çoğul ve bulunma eki ekle: kitap"           -> "kitaplarda" (task)
 
 The item comes last in the question, after a colon and a space: with the compact chat template
 (text/chat.py) it sits right before the answer, and each of its words is spelled by the BPE with
@@ -22,11 +23,13 @@ interleaved), ``builtin: skill-<name>`` (one skill). Items are split by a hash o
 training items and held-out items (one in ten): the training sets never contain a held-out item,
 and ``heldout(name, n)`` gives the evaluation items.
 
-The task skill of the quickstart, ``sayı``, writes a number of 1-9,999 in Turkish words, apart as the
-orthography wants (num2words joins them): zeros write no word and ``bir`` drops before ``yüz`` and
-``bin``. Its answers come from 20 words the model sees in every row and its held-out items are new
-numbers, so it tests a rule (place values) rather than a memory. The corpus tokenizer spells digits
-one by one (text/tokenizer.py), so each place is one token.
+The number skills take a number of 1-9,999, one in ten held out by its digits in both directions.
+``rakam``, the quickstart's task skill, reads it out of Turkish words into digits: zeros are implied and
+``bir`` is dropped before ``yüz`` and ``bin``, and every answer token is one of ten digits in a fixed
+place. ``sayı`` writes it in words, apart as the orthography wants (num2words joins them). The corpus
+tokenizer spells digits one by one (text/tokenizer.py), so each place is one token. The ``tiny`` model
+learns ``rakam`` in the demo's minutes when trained on nearly whole answers, not ``sayı``, whose words
+are 1-4 tokens each so that a word's distance to its digit changes (docs/benchmarks.md).
 
 The suffix rule (``ek``) is the regular one: plural ``-ler``/``-lar`` by the last vowel (front
 e i ö ü -> ler, back a ı o u -> lar), then the locative, whose consonant is always ``d`` after the
@@ -34,7 +37,7 @@ plural's ``r`` and whose vowel follows the plural's (``lerde``/``larda``). Loanw
 harmony (saat -> saatlerde) are answered by the rule: the skill is the rule. Its held-out items are
 words never seen in an ``ek`` answer, so the model must copy a token it was never trained to output
 there; the ``tiny`` model of the quickstart memorises its training words instead (0 % held-out after
-1,500 steps, docs/benchmarks.md), which is why the quickstart's task stage trains ``sayı``.
+1,500 steps, docs/benchmarks.md), which is why the quickstart's task stage trains ``rakam``.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ __all__ = [
     "heldout",
     "is_heldout",
     "number_words",
+    "words_number",
     "plural_locative",
     "skill_rows",
     "skills_of_builtin",
@@ -81,7 +85,7 @@ def plural_locative(word: str) -> str:
 
 _ONES = ("", "bir", "iki", "üç", "dört", "beş", "altı", "yedi", "sekiz", "dokuz")
 _TENS = ("", "on", "yirmi", "otuz", "kırk", "elli", "altmış", "yetmiş", "seksen", "doksan")
-NUMBER_MAX = 9999  # the ``sayı`` items: 1..NUMBER_MAX
+NUMBER_MAX = 9999  # the number skills' items: 1..NUMBER_MAX
 
 
 def number_words(n: int) -> str:
