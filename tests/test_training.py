@@ -136,8 +136,10 @@ def test_a_tiny_model_learns_turkish_text(tmp_path, tr_corpus):
     )
     r = train(cfg, tmp_path / "learn", progress=False)
     start, end = r.summary["val_elbo_ppl_start"], r.summary["val_elbo_ppl"]
-    # 0.4 before documents were packed <bos> ... <eos> (issue 8.3); with the framing this run reads 0.41
-    assert end < 0.45 * start, (start, end)
+    # 0.4 before documents were packed <bos> ... <eos> (issue 8.3); with the framing 0.41; since digits are
+    # tokens of their own (text/tokenizer.py) 0.47: a number's digits, ~5 % of these tokens, stay nearly
+    # uniform after 200 steps, so the per-token perplexity falls less. A model that does not learn: ~1.
+    assert end < 0.52 * start, (start, end)
     rows = [json.loads(x) for x in (tmp_path / "learn" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r["kind"] == "train"]
     assert sum(losses[-20:]) / 20 < sum(losses[:5]) / 5 - 0.5

@@ -107,8 +107,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="digits-merged-by-bpe",
         file="src/diffutron/text/tokenizer.py",
-        original='''_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}| ?''',
-        replacement='''_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}+| ?''',
+        original=r'''_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}| ?''',
+        replacement=r'''_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}+| ?''',
         tests=("tests/test_tokenizer.py::test_digits_are_one_token_each_whatever_the_corpus_repeats",),
         why="a number's digits go to BPE whole: 1923 becomes one token, 347 is 3 + 47, places are spelled unlike",
     ),
