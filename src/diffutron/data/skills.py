@@ -123,7 +123,7 @@ class Skill:
     name: str
     kind: str  # "general" | "task"
     instruction: str
-    item: str  # "pair" (2 words) | "count" (1-4 words) | "word" (one word, each once) | "number"
+    item: str  # "pair" (2 words) | "count" (1-4 words) | "word" (one word, each once) | "number" | "number-words"
     answer: Callable[[str], str]
 
 
