@@ -1,5 +1,6 @@
 """Checkable skills (data/skills.py), their exact-match scorer and the per-stage skill table."""
 
+import itertools
 import json
 import math
 
@@ -82,6 +83,13 @@ def test_number_skills_hold_out_the_same_numbers_in_both_directions():
     assert all(is_heldout(r["output"]) for r in held) and all(is_heldout(r["item"]) for r in heldout("sayı", 50))
     row = held[0]
     assert row["instruction"] == f"Rakamla yaz: {row['item']}" and row["item"] == number_words(int(row["output"]))
+
+
+def test_a_skill_source_of_endless_items_stops():
+    from diffutron.data.skills import ROWS_ALONE, builtin_sets
+
+    rows = builtin_sets()["skill-rakam"]()  # numbers never run out: without a stop this reads forever
+    assert sum(1 for _ in itertools.islice(rows, ROWS_ALONE + 1)) == ROWS_ALONE
 
 
 def test_number_skill_holds_out_numbers_and_answers_in_words():

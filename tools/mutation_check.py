@@ -124,6 +124,14 @@ MUTATIONS: list[Mutation] = [
         why="100 is written 'bir yüz': Turkish drops the 'bir' before yüz (and bin)",
     ),
     Mutation(
+        name="skill-source-never-stops",
+        file="src/diffutron/data/skills.py",
+        original="    for item in itertools.islice(items, ROWS_ALONE):",
+        replacement="    for item in items:",
+        tests=("tests/test_skills.py::test_a_skill_source_of_endless_items_stops",),
+        why="a skill-<name> source without max_rows reads its endless items until memory runs out",
+    ),
+    Mutation(
         name="quickstart-task-stage-full-range",
         file="src/diffutron/recipes/quickstart.py",
         original='''                    **({"diffusion": {"t_clip": TASK_T_CLIP}} if turkish else {}),''',
