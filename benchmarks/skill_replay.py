@@ -2,8 +2,8 @@
 
 Every arm starts from one finished general stage (``--run``: a ``quickstart --full`` output folder
 or any run of the ``quickstart-tr`` recipe) and trains the task stage (its task skill: ``rakam`` in the
-shipped recipe) for the same number of optimiser steps, with ``sft.replay`` of the general stage's data mixed in; then scores
-every skill on its held-out items (evaluation/skills.py). Step budgets, so a loaded machine changes
+shipped recipe) for the same number of optimiser steps, with ``sft.replay`` of the general stage's
+data mixed in; then scores every skill on its held-out items (evaluation/skills.py). Step budgets, so a loaded machine changes
 the wall time, not the result.
 
     python benchmarks/skill_replay.py --run runs/quickstart-full --steps 300 --replays 0,0.1,0.3
