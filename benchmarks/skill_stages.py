@@ -10,9 +10,10 @@ result.
     python benchmarks/skill_stages.py --stage general --start runs/q/cpt/model --steps 800 \\
         --out runs/skill-stages/general-800 --set sft.max_length=64
     python benchmarks/skill_stages.py --stage task --start runs/skill-stages/general-800/model \\
-        --general-run runs/skill-stages/general-800 --steps 400 --out runs/skill-stages/task-400
+        --general-set sft.max_length=64 --steps 400 --out runs/skill-stages/task-400
 
-The task stage replays the general stage's sources as the recipe does (``sft.replay``).
+The task stage replays the general stage's sources as the recipe does (``sft.replay``); ``--general-set``
+repeats the general stage's overrides so that the replayed rows are the ones it trained on.
 """
 
 from __future__ import annotations

@@ -211,14 +211,15 @@ def test_shipped_recipes_are_valid_and_the_quickstart_recipe_matches_its_yaml():
             assert problems and all(install in p for p in problems), (r.name, problems)
     assert load_recipe(resolve("quickstart-tr", "recipe")) == quickstart_recipe()
     # --mode block: every stage (pre-training and both SFT stages) trains block diffusion, L' = 8;
-    # the task stage, in either mode, on nearly whole answers (the digits are read only then)
+    # the task stage on most of the answer masked (the digits are read only then), nearly whole blocks
+    # in block mode
     block = quickstart_recipe(mode="block", block_size=8)
     assert block.name == "quickstart-tr-block8" and len(block.stages) == 3
     for i, clip in enumerate(([0.45, 0.95], [0.45, 0.95], [0.9, 1.0])):
         diffusion = stage_config(block, i, "runs/x").diffusion
         assert (diffusion.mode, diffusion.block_size, diffusion.t_clip) == ("block", 8, clip)
     task = stage_config(quickstart_recipe(), 2, "runs/x").diffusion
-    assert task.mode == "mdlm" and task.t_clip == [0.9, 1.0]
+    assert task.mode == "mdlm" and task.t_clip == [0.7, 1.0]
     assert stage_config(quickstart_recipe(), 1, "runs/x").diffusion.t_clip is None
     assert stage_config(quickstart_recipe(), 0, "runs/x").diffusion.t_clip is None  # the MDLM: the bound
     # the quickstart's measured clipped levels per block size (docs/block-diffusion.md)

@@ -107,10 +107,18 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="digits-merged-by-bpe",
         file="src/diffutron/text/tokenizer.py",
-        original=r'''_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}| ?''',
-        replacement=r'''_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}+| ?''',
+        original=r'''_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+|\p{N}| ?''',
+        replacement=r'''_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+|\p{N}+| ?''',
         tests=("tests/test_tokenizer.py::test_digits_are_one_token_each_whatever_the_corpus_repeats",),
         why="a number's digits go to BPE whole: 1923 becomes one token, 347 is 3 + 47, places are spelled unlike",
+    ),
+    Mutation(
+        name="space-glued-to-first-digit",
+        file="src/diffutron/text/tokenizer.py",
+        original=r'''_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+|\p{N}| ?''',
+        replacement=r'''_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}| ?''',
+        tests=("tests/test_tokenizer.py::test_digits_are_one_token_each_whatever_the_corpus_repeats",),
+        why="' 7' and '7' are two tokens: a number's first digit is spelled unlike its others (the answer's first)",
     ),
     Mutation(
         name="number-words-keep-bir-before-yuz",
@@ -134,7 +142,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="quickstart-task-stage-full-range",
         file="src/diffutron/recipes/quickstart.py",
-        original='''                    **({"diffusion": {"t_clip": TASK_T_CLIP}} if turkish else {}),''',
+        original='''                    **({"diffusion": {"t_clip": task_clip}} if turkish else {}),''',
         replacement='''                    **({"diffusion": {}} if turkish else {}),''',
         tests=("tests/test_pipeline.py::test_shipped_recipes_are_valid_and_the_quickstart_recipe_matches_its_yaml",),
         why="the task stage trains on the full range of levels: the number skill stays at 0 % (docs/benchmarks.md)",

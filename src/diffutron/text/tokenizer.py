@@ -27,7 +27,9 @@ number / punctuation / whitespace classes without the contraction rule, so the a
 alone and the whole suffix is left to BPE. Digits are split one by one, as in Gemma's (mmBERT's)
 vocabulary: BPE would otherwise merge whatever digit pairs the corpus happens to repeat (``347`` →
 ``3`` + ``47``, ``999`` → ``99`` + ``9``), and a number's place values would be spelled differently
-from one number to the next.
+from one number to the next. The space before a number is a token of its own (Gemma writes ``▁`` then
+``7``), so a digit is one token wherever it stands: with `` 7`` and ``7`` apart, a number's first digit
+would be learned apart from all the others.
 
 What it does not know: anything about morphology (BPE merges are purely statistical) and which
 corpus it was trained on. :func:`train_tokenizer` does not normalise beyond NFC: pass text through
@@ -63,8 +65,8 @@ MASK_TOKEN = "<mask>"
 SPECIAL_TOKENS: dict[str, int] = {PAD_TOKEN: 0, EOS_TOKEN: 1, BOS_TOKEN: 2, UNK_TOKEN: 3, MASK_TOKEN: 4}
 
 # GPT-2's pre-tokenisation classes without its English contraction alternatives, one digit at a time
-# (see module doc). \p{M} is kept with letters so a decomposed accent is never split from its base letter.
-_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+"
+# and no space glued to a digit (see module doc). \p{M} is kept with letters so a decomposed accent is never split from its base letter.
+_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+"
 
 _N_BYTES = 256
 
