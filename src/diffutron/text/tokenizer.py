@@ -65,7 +65,8 @@ MASK_TOKEN = "<mask>"
 SPECIAL_TOKENS: dict[str, int] = {PAD_TOKEN: 0, EOS_TOKEN: 1, BOS_TOKEN: 2, UNK_TOKEN: 3, MASK_TOKEN: 4}
 
 # GPT-2's pre-tokenisation classes without its English contraction alternatives, one digit at a time
-# and no space glued to a digit (see module doc). \p{M} is kept with letters so a decomposed accent is never split from its base letter.
+# and no space glued to a digit (see module doc). \p{M} is kept with letters so a decomposed accent is
+# never split from its base letter.
 _SPLIT_PATTERN = r" ?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+"
 
 _N_BYTES = 256
