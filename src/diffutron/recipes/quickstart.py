@@ -16,10 +16,10 @@ of 2005) also gets the ELBO perplexity of those unseen documents, before and aft
 
 ``--full`` runs the shipped recipe ``quickstart-tr`` instead (the same recipe, built here; a test keeps
 the two equal): pre-training as above, then stage-1 general instruction
-tuning (six checkable skills of data/skills.py and sentence continuation from the embedded corpus,
-plus chatterbot-corpus's Turkish conversations when that package is installed), then stage-2
-task-specific tuning (the plural + locative suffix skill ``ek``, with the conversations, replaying 30 %
-of stage 1's data), and ends with the per-stage skill table (summary.json "skills"), one held-out
+tuning (three checkable skills of data/skills.py: count the words, odd or even, how many digits; and
+sentence continuation from the embedded corpus, plus chatterbot-corpus's Turkish conversations when that
+package is installed), then stage-2 task-specific tuning (``rakam``: a number written in Turkish words
+-> its digits, with the conversations, replaying 30 % of stage 1's data), and ends with the per-stage skill table (summary.json "skills"), one held-out
 question of each skill ("demo") and a few chat prompts. Other languages keep continuation/fill-blank.
 """
 
@@ -209,11 +209,11 @@ _SFT_TRAINING = dict(
 )
 
 
-# SFT rows are fixed-length: with the compact template every skill row fits 48 tokens (prompt <= ~20,
-# the longest answer, two upper-case words, ~16); a step costs about half of a 96-token one, and the
-# end-token padding that follows each answer is shorter. Most continuation rows do not fit and are
-# dropped (counted in data_report.txt): the general stage is mostly the skills (docs/benchmarks.md).
-SFT_LENGTH = 48
+# SFT rows are fixed-length: with the compact template every skill row fits 32 tokens (26 at most for
+# `rakam`, 31 for the copy skills' two upper-case words); a step costs ~2/3 of a 48-token one, and on a
+# slow CPU the 48-token stages were too short for `tek` and `rakam` (docs/benchmarks.md). Continuation
+# rows do not fit and are dropped (counted in data_report.txt): the general stage is the skills.
+SFT_LENGTH = 32
 # Share of the task stage replaying the general stage's data (against forgetting; docs/benchmarks.md).
 REPLAY = 0.3
 # The task stage's noise levels: most of the answer masked. Reading the digits of a number out of the
@@ -330,11 +330,17 @@ def quickstart_recipe(
 
 
 def skill_demo(loaded, names: list[str]) -> list[dict[str, str]]:
-    """One held-out question of each skill, and the final model's answer (the skill decode)."""
+    """One held-out question of each skill, and the final model's answer (the skill decode). Each
+    question's right answer differs from the others' (two skills may both answer ``4``), so that two
+    equal answers always mean that one of them is wrong."""
     from ..data.skills import heldout
     from ..evaluation.skills import answer
 
-    rows = [heldout(name, 1)[0] for name in names]
+    rows: list[dict] = []
+    for name in names:
+        candidates = heldout(name, 20)
+        taken = {r["output"] for r in rows}
+        rows.append(next((r for r in candidates if r["output"] not in taken), candidates[0]))
     answers = answer(loaded.model, loaded.tokenizer, rows, loaded.settings.make_schedule()) if rows else []
     return [
         {
