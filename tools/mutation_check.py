@@ -68,6 +68,34 @@ MUTATIONS: list[Mutation] = [
         why="the suffix follows the first vowel, not the last: kitap -> kitaplerde (right for ev, okul)",
     ),
     Mutation(
+        name="heldout-items-repeat",
+        file="src/diffutron/data/skills.py",
+        original="        if heldout_items and item in seen:",
+        replacement="        if False:",
+        tests=(
+            "tests/test_skills.py::test_number_words_of_any_length_come_as_often_and_held_out_items_count_once",
+        ),
+        why="the one held-out one-digit number is scored a dozen times: a skill's exact match leans on it",
+    ),
+    Mutation(
+        name="basamak-lengths-unbalanced",
+        file="src/diffutron/data/skills.py",
+        original='            if kind == "number-words-any":',
+        replacement='            if False:',
+        tests=(
+            "tests/test_skills.py::test_number_words_of_any_length_come_as_often_and_held_out_items_count_once",
+        ),
+        why="basamak draws 1..9,999 uniformly: 90 % of its answers are 4, the majority answer scores 90 %",
+    ),
+    Mutation(
+        name="demo-answers-may-coincide",
+        file="src/diffutron/recipes/quickstart.py",
+        original='        rows.append(next((r for r in candidates if r["output"] not in taken), candidates[0]))',
+        replacement="        rows.append(candidates[0])",
+        tests=("tests/test_skills.py::test_demo_questions_have_distinct_right_answers",),
+        why="two demo questions with the same right answer: equal answers no longer mean a wrong one",
+    ),
+    Mutation(
         name="replay-share-of-own-rows",
         file="src/diffutron/data/sft.py",
         original="    n = round(share / (1.0 - share) * n_own)",

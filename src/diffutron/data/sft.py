@@ -703,7 +703,7 @@ for _pack in LANGUAGES.values():
         register_builtin(_pack.builtin(_name))(functools.partial(_fn, _pack))
 
 
-# The checkable skills (data/skills.py): skills-general, skill-<name>.
+# The checkable skills (data/skills.py): skills-general, skills-copy, skill-<name>.
 for _name, _fn in _skills.builtin_sets().items():
     register_builtin(_name)(_fn)
 

@@ -271,7 +271,7 @@ def _one(name: str) -> Iterator[dict[str, Any]]:
 
 
 def builtin_sets() -> dict[str, Callable[[], Iterator[dict[str, Any]]]]:
-    """The built-in SFT sources this module provides: ``skills-general`` and ``skill-<name>``."""
+    """The built-in SFT sources this module provides: ``skills-general``, ``skills-copy``, ``skill-<name>``."""
     sets: dict[str, Callable[[], Iterator[dict[str, Any]]]] = {
         key: functools.partial(_interleaved, names) for key, names in _SETS.items()
     }
