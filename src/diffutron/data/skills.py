@@ -1,9 +1,9 @@
 """Checkable skills: instruction rows with exactly one right answer, generated offline by rule.
 
 What it is: the data side of the skill table (``evaluation/skills.py``). Each skill turns an item
-(1-4 words of the embedded corpus, or a number in digits or in Turkish words) into an instruction and its one right
-answer, so that a model's answer is either right or wrong, and a stage's gain or loss is visible
-as exact match rather than only as a perplexity::
+(1-4 words of the embedded corpus, or a number in digits or in Turkish words) into an instruction and
+its one right answer, so that a model's answer is either right or wrong, and a stage's gain or loss is
+visible as exact match rather than only as a perplexity::
 
     tekrar   "Aynen yaz: büyük millet"                    -> "büyük millet"
     ters     "Ters sırayla yaz: büyük millet"             -> "millet büyük"

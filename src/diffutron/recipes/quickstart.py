@@ -19,8 +19,9 @@ the two equal): pre-training as above, then stage-1 general instruction
 tuning (three checkable skills of data/skills.py: count the words, odd or even, how many digits; and
 sentence continuation from the embedded corpus, plus chatterbot-corpus's Turkish conversations when that
 package is installed), then stage-2 task-specific tuning (``rakam``: a number written in Turkish words
--> its digits, with the conversations, replaying 30 % of stage 1's data), and ends with the per-stage skill table (summary.json "skills"), one held-out
-question of each skill ("demo") and a few chat prompts. Other languages keep continuation/fill-blank.
+-> its digits, with the conversations, replaying 30 % of stage 1's data), and ends with the per-stage
+skill table (summary.json "skills"), one held-out question of each skill ("demo") and a few chat
+prompts. Other languages keep continuation/fill-blank.
 """
 
 from __future__ import annotations
